@@ -1,0 +1,73 @@
+"""bmad-trio: drive BMAD epics through Claude Code with structured concurrency (trio and asyncio)."""
+
+from ._agent import AgentMessage as AgentMessage
+from ._agent import AgentRunner as AgentRunner
+from ._agent import Outcome as Outcome
+from ._agent import Role as Role
+from ._agent import SessionResult as SessionResult
+from ._agent import SessionSpec as SessionSpec
+from ._agent import ToolCall as ToolCall
+from ._config import GateCommand as GateCommand
+from ._config import RunConfig as RunConfig
+from ._errors import AgentAPIError as AgentAPIError
+from ._errors import AgentCLIError as AgentCLIError
+from ._errors import AgentError as AgentError
+from ._errors import AgentTimeout as AgentTimeout
+from ._errors import BmadError as BmadError
+from ._errors import ConfigError as ConfigError
+from ._errors import GateError as GateError
+from ._errors import PreflightError as PreflightError
+from ._errors import ProjectError as ProjectError
+from ._errors import StateError as StateError
+from ._events import AgentActivity as AgentActivity
+from ._events import Event as Event
+from ._events import GateFinished as GateFinished
+from ._events import GateStarted as GateStarted
+from ._events import PhaseFinished as PhaseFinished
+from ._events import PhaseStarted as PhaseStarted
+from ._events import RunFinished as RunFinished
+from ._events import RunPaused as RunPaused
+from ._events import RunResumed as RunResumed
+from ._events import RunStarted as RunStarted
+from ._events import SessionFinished as SessionFinished
+from ._events import StoryFinished as StoryFinished
+from ._events import StoryStarted as StoryStarted
+from ._events import StoryStatusChanged as StoryStatusChanged
+from ._version import __version__ as __version__
+
+__all__ = [
+    "AgentAPIError",
+    "AgentActivity",
+    "AgentCLIError",
+    "AgentError",
+    "AgentMessage",
+    "AgentRunner",
+    "AgentTimeout",
+    "BmadError",
+    "ConfigError",
+    "Event",
+    "GateCommand",
+    "GateError",
+    "GateFinished",
+    "GateStarted",
+    "Outcome",
+    "PhaseFinished",
+    "PhaseStarted",
+    "PreflightError",
+    "ProjectError",
+    "Role",
+    "RunConfig",
+    "RunFinished",
+    "RunPaused",
+    "RunResumed",
+    "RunStarted",
+    "SessionFinished",
+    "SessionResult",
+    "SessionSpec",
+    "StateError",
+    "StoryFinished",
+    "StoryStarted",
+    "StoryStatusChanged",
+    "ToolCall",
+    "__version__",
+]

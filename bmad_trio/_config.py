@@ -1,0 +1,225 @@
+"""Run configuration: :class:`RunConfig` and loading it from TOML and the command line.
+
+Sources, weakest first: built-in defaults, ``[tool.bmad-trio]`` in the project's ``pyproject.toml``,
+``bmad-trio.toml`` in the project, the file given with ``--config``, then command-line flags.
+Unknown keys and wrong types raise :class:`ConfigError` naming the file and key. Nothing here does I/O
+beyond reading those files.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import attrs
+
+from ._errors import ConfigError
+
+__all__ = ["GateCommand", "RunConfig", "load_config"]
+
+ProgressMode = Literal["auto", "rich", "plain", "jsonl"]
+Backend = Literal["trio", "asyncio"]
+PermissionMode = Literal["default", "acceptEdits", "plan", "bypassPermissions"]
+
+
+@attrs.frozen
+class GateCommand:
+    """A quality gate: a name and the argv run in the project directory."""
+
+    name: str
+    argv: tuple[str, ...]
+    timeout_s: float = 900.0
+
+
+DEFAULT_GATES: tuple[GateCommand, ...] = (
+    GateCommand("ruff", ("ruff", "check", ".")),
+    GateCommand("basedpyright", ("basedpyright",)),
+    GateCommand("pytest", ("pytest", "-q")),
+)
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float | int | None) -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RunConfig:
+    """Everything ``bmad-trio run`` takes. Paths are resolved against ``project``."""
+
+    epic: Path | None = None
+    """The epic file (or PRD) to run; ``None`` with ``resume``."""
+    project: Path = attrs.field(factory=Path.cwd, converter=Path)
+    max_cycles: int = attrs.field(default=10, validator=_positive)
+    model: str | None = None
+    budget_usd: float | None = attrs.field(default=None, validator=_positive)
+    stories: tuple[str, ...] = ()
+    """Only these story ids (empty: all)."""
+    skip_gates: bool = False
+    session_timeout: float = attrs.field(default=2700.0, validator=_positive)
+    idle_timeout: float = attrs.field(default=600.0, validator=_positive)
+    """A session that sends no message for this long is stopped."""
+    jobs: int = attrs.field(default=1, validator=_positive)
+    progress: ProgressMode = "auto"
+    backend: Backend = "trio"
+    notify: str | None = None
+    auto_approve: bool = True
+    strict_concerns: bool = False
+    stop_on_failure: bool = False
+    """Stop the whole run when one story fails (default: independent stories go on)."""
+    gates: tuple[GateCommand, ...] = DEFAULT_GATES
+    gate_fix_attempts: int = attrs.field(default=2, validator=_positive)
+    gates_after_each_story: bool = False
+    permission_mode: PermissionMode = "acceptEdits"
+    max_turns: int | None = attrs.field(default=200, validator=_positive)
+    story_location: str | None = None
+    epic_location: str | None = None
+    qa_location: str | None = None
+    cli_path: Path | None = None
+    """Claude Code CLI to run (default: the one bundled in claude-agent-sdk)."""
+
+
+# key -> (python type(s) accepted, description for error messages)
+_SCALAR_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "epic": ((str,), "a path"),
+    "max_cycles": ((int,), "an integer"),
+    "model": ((str,), "a string"),
+    "budget_usd": ((int, float), "a number"),
+    "skip_gates": ((bool,), "true or false"),
+    "session_timeout": ((int, float), "a number of seconds"),
+    "idle_timeout": ((int, float), "a number of seconds"),
+    "jobs": ((int,), "an integer"),
+    "progress": ((str,), "one of auto, rich, plain, jsonl"),
+    "backend": ((str,), "trio or asyncio"),
+    "notify": ((str,), "a URL"),
+    "auto_approve": ((bool,), "true or false"),
+    "strict_concerns": ((bool,), "true or false"),
+    "stop_on_failure": ((bool,), "true or false"),
+    "gate_fix_attempts": ((int,), "an integer"),
+    "gates_after_each_story": ((bool,), "true or false"),
+    "permission_mode": ((str,), "a permission mode"),
+    "max_turns": ((int,), "an integer"),
+    "story_location": ((str,), "a path"),
+    "epic_location": ((str,), "a path"),
+    "qa_location": ((str,), "a path"),
+    "cli_path": ((str,), "a path"),
+}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "progress": ("auto", "rich", "plain", "jsonl"),
+    "backend": ("trio", "asyncio"),
+    "permission_mode": ("default", "acceptEdits", "plan", "bypassPermissions"),
+}
+CONFIG_KEYS: tuple[str, ...] = (*sorted(_SCALAR_KEYS), "gates", "stories")
+"""Every key the config file accepts (the docs' reference is checked against this)."""
+
+
+def _check_scalar(source: str, key: str, value: object) -> object:
+    types, what = _SCALAR_KEYS[key]
+    if isinstance(value, bool) and bool not in types:
+        raise ConfigError(f"{source}: key '{key}' must be {what}, got {value!r}")
+    if not isinstance(value, types):
+        raise ConfigError(f"{source}: key '{key}' must be {what}, got {value!r}")
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"{source}: key '{key}' must be {what}, got {value!r}")
+    if key == "cli_path" or key == "epic":
+        return Path(str(value))
+    return value
+
+
+def _parse_gates(source: str, value: object) -> tuple[GateCommand, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{source}: key 'gates' must be an array of tables")
+    gates: list[GateCommand] = []
+    for index, item in enumerate(value):  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+        where = f"{source}: key 'gates[{index}]'"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a table with name and command")
+        entry: dict[str, object] = {str(k): v for k, v in item.items()}  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+        unknown = sorted(set(entry) - {"name", "command", "timeout"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown key '{unknown[0]}'")
+        name, command, timeout = entry.get("name"), entry.get("command"), entry.get("timeout", 900)
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}.name must be a non-empty string")
+        if isinstance(command, str):
+            import shlex
+
+            argv = tuple(shlex.split(command))
+        elif isinstance(command, list) and all(isinstance(a, str) for a in command):  # pyright: ignore[reportUnknownVariableType]
+            argv = tuple(str(a) for a in command)  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+        else:
+            raise ConfigError(f"{where}.command must be a string or an array of strings")
+        if not argv:
+            raise ConfigError(f"{where}.command is empty")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise ConfigError(f"{where}.timeout must be a positive number")
+        gates.append(GateCommand(name, argv, float(timeout)))
+    return tuple(gates)
+
+
+def parse_config_table(source: str, table: Mapping[str, object]) -> dict[str, object]:
+    """Validate one config table; return RunConfig keyword arguments. Raises ConfigError."""
+    values: dict[str, object] = {}
+    for raw_key, value in table.items():
+        key = raw_key.replace("-", "_")
+        if key == "gates":
+            values["gates"] = _parse_gates(source, value)
+        elif key == "stories":
+            if not isinstance(value, list) or not all(
+                isinstance(s, str | int | float) for s in value
+            ):  # pyright: ignore[reportUnknownVariableType]
+                raise ConfigError(f"{source}: key 'stories' must be an array of story ids")
+            values["stories"] = tuple(str(s) for s in value)  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+        elif key in _SCALAR_KEYS:
+            values[key] = _check_scalar(source, key, value)
+        else:
+            raise ConfigError(f"{source}: unknown key '{raw_key}'")
+    return values
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def load_config(
+    project: Path,
+    *,
+    config_file: Path | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> RunConfig:
+    """Build a RunConfig from the project's config files, ``config_file`` and ``overrides``."""
+    project = project.resolve()
+    if not project.is_dir():
+        raise ConfigError(f"{project}: project directory does not exist")
+    values: dict[str, object] = {}
+    pyproject = project / "pyproject.toml"
+    if pyproject.is_file():
+        tool: object = _read_toml(pyproject).get("tool", {})
+        table = cast(dict[str, object], tool).get("bmad-trio") if isinstance(tool, dict) else None
+        if table is not None:
+            if not isinstance(table, dict):
+                raise ConfigError(f"{pyproject}: [tool.bmad-trio] must be a table")
+            values.update(
+                parse_config_table(f"{pyproject} [tool.bmad-trio]", cast(dict[str, object], table))
+            )
+    for path in (project / "bmad-trio.toml", config_file):
+        if path is not None and (path.is_file() or path is config_file):
+            values.update(parse_config_table(str(path), _read_toml(path)))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+    epic = values.get("epic")
+    if isinstance(epic, Path) and not epic.is_absolute():
+        values["epic"] = (project / epic) if (project / epic).exists() else epic.resolve()
+    try:
+        return RunConfig(project=project, **values)  # pyright: ignore[reportArgumentType]
+    except TypeError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None

@@ -1,0 +1,101 @@
+"""The exception tree. Every error the library raises on purpose derives from :class:`BmadError`.
+
+::
+
+    BmadError
+    ├── ConfigError          bad configuration or command-line input (exit 2)
+    ├── ProjectError         a BMAD project file is missing, malformed or unsafe (exit 2)
+    ├── StateError           the run store is unusable: corrupt, foreign, locked, unknown run (exit 2)
+    ├── PreflightError       no CLI, no auth, API unreachable (exit 3)
+    ├── AgentError           an agent session could not run or ended badly
+    │   ├── AgentAPIError    the model API refused or failed (category, HTTP status)
+    │   ├── AgentCLIError    the Claude Code CLI failed (its real stderr text)
+    │   └── AgentTimeout     the session or idle deadline passed
+    └── GateError            a quality gate could not run (missing tool, bad command)
+
+Third-party errors are translated at the boundary where they occur; an internal ExceptionGroup never
+escapes the public API.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentAPIError",
+    "AgentCLIError",
+    "AgentError",
+    "AgentTimeout",
+    "BmadError",
+    "ConfigError",
+    "GateError",
+    "PreflightError",
+    "ProjectError",
+    "StateError",
+]
+
+
+class BmadError(Exception):
+    """Base of every error bmad-trio raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(BmadError):
+    """Bad configuration or command-line input; names the file and key."""
+
+    exit_code = 2
+
+
+class ProjectError(BmadError):
+    """A BMAD project file is missing, malformed or unsafe; names the file and line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(f"{where}{message}")
+
+
+class StateError(BmadError):
+    """The run store cannot be used: corrupt, foreign, locked by another run, or unknown run id."""
+
+    exit_code = 2
+
+
+class PreflightError(BmadError):
+    """A precondition for spending money failed: no CLI, no auth, API unreachable."""
+
+    exit_code = 3
+
+
+class AgentError(BmadError):
+    """An agent session could not run or ended badly."""
+
+
+class AgentAPIError(AgentError):
+    """The model API refused or failed; ``category`` is e.g. ``rate_limit``, ``status`` the HTTP code."""
+
+    def __init__(self, message: str, *, category: str, status: int | None = None) -> None:
+        self.category = category
+        self.status = status
+        super().__init__(message)
+
+
+class AgentCLIError(AgentError):
+    """The Claude Code CLI failed; ``stderr`` holds its real (redacted) error output."""
+
+    def __init__(self, message: str, *, stderr: str = "", exit_code: int | None = None) -> None:
+        self.stderr = stderr
+        self.cli_exit_code = exit_code
+        super().__init__(message)
+
+
+class AgentTimeout(AgentError):
+    """A session passed its overall or idle deadline."""
+
+
+class GateError(BmadError):
+    """A quality gate could not run at all (as opposed to running and failing)."""

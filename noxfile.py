@@ -1,0 +1,74 @@
+"""Sessions: ``nox`` runs tests on trio and asyncio, the trio embedding tests, lint and typecheck."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests-trio", "tests-asyncio", "embed", "lint", "typecheck"]
+nox.options.error_on_missing_interpreters = True
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+TEST_DEPS = nox.project.dependency_groups(PYPROJECT, "test")
+LINT_DEPS = nox.project.dependency_groups(PYPROJECT, "lint")
+TYPECHECK_DEPS = nox.project.dependency_groups(PYPROJECT, "typecheck")
+
+
+def _install_project(session: nox.Session, *extra: str) -> None:
+    session.install(".", *extra)
+
+
+def _pytest(session: nox.Session, *args: str) -> None:
+    # pytest exits 5 when it collects no test: nox counts that as a failure, so an empty run fails.
+    session.run("python", "-m", "pytest", *args, *session.posargs)
+
+
+@nox.session(name="tests-trio")
+def tests_trio(session: nox.Session) -> None:
+    """The test suite on the trio backend (anyio plugin; pytest-trio disabled)."""
+    _install_project(session, *TEST_DEPS)
+    _pytest(session, "-p", "no:trio", "--ignore=tests/embed", "--backends=trio")
+
+
+@nox.session(name="tests-asyncio")
+def tests_asyncio(session: nox.Session) -> None:
+    """The test suite on the asyncio backend (anyio plugin; pytest-trio disabled)."""
+    _install_project(session, *TEST_DEPS)
+    _pytest(session, "-p", "no:trio", "--ignore=tests/embed", "--backends=asyncio")
+
+
+@nox.session
+def embed(session: nox.Session) -> None:
+    """Trio-only embedding tests with pytest-trio (the anyio plugin disabled)."""
+    _install_project(session, *TEST_DEPS)
+    _pytest(session, "-p", "no:anyio", "tests/embed")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check (with the ASYNC rules) and ruff format --check."""
+    session.install(*LINT_DEPS)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """basedpyright in strict mode on bmad_trio/, and the public API's type completeness."""
+    _install_project(session, *TYPECHECK_DEPS)
+    session.run("basedpyright", "bmad_trio")
+    session.run("basedpyright", "--ignoreexternal", "--verifytypes", "bmad_trio")
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks (real CLI against the scripted server); writes bench/results/."""
+    _install_project(session)
+    session.run("python", "-m", "bench", *session.posargs)
+
+
+@nox.session(default=False)
+def docs(session: nox.Session) -> None:
+    """Check the docs: every code example runs and the config reference matches the code."""
+    _install_project(session, *TEST_DEPS)
+    session.run("python", "-m", "pytest", "-p", "no:trio", "tests/test_docs.py", "--backends=trio")
