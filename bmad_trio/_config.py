@@ -167,11 +167,10 @@ def parse_config_table(source: str, table: Mapping[str, object]) -> dict[str, ob
         if key == "gates":
             values["gates"] = _parse_gates(source, value)
         elif key == "stories":
-            if not isinstance(value, list) or not all(
-                isinstance(s, str | int | float) for s in value
-            ):  # pyright: ignore[reportUnknownVariableType]
+            items = cast(list[object], value) if isinstance(value, list) else None
+            if items is None or not all(isinstance(s, str | int | float) for s in items):
                 raise ConfigError(f"{source}: key 'stories' must be an array of story ids")
-            values["stories"] = tuple(str(s) for s in value)  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+            values["stories"] = tuple(str(s) for s in items)
         elif key in _SCALAR_KEYS:
             values[key] = _check_scalar(source, key, value)
         else:
