@@ -1,0 +1,41 @@
+"""Story ids (``1.2``, ``2.3a``), slugs and v6 story keys (``1-2-user-login``)."""
+
+from __future__ import annotations
+
+import re
+
+from .._errors import ProjectError
+
+__all__ = ["MAX_SLUG_LENGTH", "split_story_id", "story_key", "story_slug", "validate_story_id"]
+
+MAX_SLUG_LENGTH = 60
+_STORY_ID = re.compile(r"(\d+)\.(\d+[a-z]?)")
+_NON_WORD = re.compile(r"\W+", re.ASCII)
+
+
+def validate_story_id(story_id: str, *, path: str | None = None, line: int | None = None) -> str:
+    """Return ``story_id`` if it has the form ``{epic}.{story}`` (``1.2``, ``2.3a``); else ProjectError."""
+    if _STORY_ID.fullmatch(story_id) is None:
+        raise ProjectError(
+            f"invalid story id {story_id!r} (expected e.g. 1.2 or 2.3a)", path=path, line=line
+        )
+    return story_id
+
+
+def split_story_id(story_id: str) -> tuple[str, str]:
+    """``"2.3a"`` → ``("2", "3a")`` after validation."""
+    epic, _, story = validate_story_id(story_id).partition(".")
+    return epic, story
+
+
+def story_slug(title: str) -> str:
+    """BMAD's slug: lower case, runs of non-word characters → ``-``, at most 60 characters."""
+    slug = _NON_WORD.sub("-", title.lower()).strip("-")
+    return slug[:MAX_SLUG_LENGTH].rstrip("-")
+
+
+def story_key(story_id: str, title: str) -> str:
+    """The v6 story key ``{e}-{s}-{slug}`` (``{e}-{s}`` when the title has no word characters)."""
+    epic, story = split_story_id(story_id)
+    slug = story_slug(title)
+    return f"{epic}-{story}-{slug}" if slug else f"{epic}-{story}"
