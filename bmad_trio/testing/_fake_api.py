@@ -115,6 +115,8 @@ class FakeAnthropicAPI:
         self.port = port
         self.requests: list[ApiRequest] = []
         """Every request received, oldest first (headers redacted)."""
+        self.connections_accepted = 0
+        """How many TCP connections the server has accepted (keep-alive reuses one)."""
         self._message_count = 0
         self._hits: dict[int, int] = {}
         self._ids = 0
@@ -180,16 +182,22 @@ class FakeAnthropicAPI:
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncGenerator[FakeAnthropicAPI]:
+        error: Exception | None = None
         async with anyio.create_task_group() as tg:
             await tg.start(self.serve)
             try:
                 yield self
+            except Exception as exc:  # re-raised below, outside the task group: not wrapped
+                error = exc
             finally:
                 tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
 
     # -- connections --------------------------------------------------------------------------
 
     async def _handle_connection(self, stream: anyio.abc.ByteStream) -> None:
+        self.connections_accepted += 1
         async with stream:
             conn = _Connection(stream)
             try:
@@ -314,8 +322,7 @@ class FakeAnthropicAPI:
         message = self._message(reply, request, model)
         if not request.stream:
             if isinstance(answer, Fault):
-                await self._send_fault(conn, Fault.http(529, answer.error_message))
-                return True
+                return await self._plain_fault(conn, answer)
             await self._send_json(conn, 200, message)
             return True
         fault = answer if isinstance(answer, Fault) else None
@@ -467,6 +474,16 @@ class FakeAnthropicAPI:
         body = _error_body(529, fault.error_message, error_type=fault.error_type)
         await self._data(conn, _sse("error", body))
         await conn.send(h11.EndOfMessage())
+        return True
+
+    async def _plain_fault(self, conn: _Connection, fault: Fault) -> bool:
+        """A streaming-only fault met by a ``stream=false`` request."""
+        if fault.kind == "stall":
+            await anyio.sleep_forever()
+        if fault.kind == "drop":
+            await conn.stream.aclose()
+            return False
+        await self._send_fault(conn, Fault.http(529, fault.error_message))
         return True
 
     async def _data(self, conn: _Connection, data: bytes) -> None:
