@@ -24,6 +24,7 @@ Snapshot = Callable[[Path], dict[str, bytes]]
 def test_find_and_read_gates(v4_project: Path) -> None:
     layout = detect_layout(v4_project)
     passed = find_gate_file(layout, "1.1")
+    assert passed is not None
     assert passed == layout.gates_dir / "1.1-user-registration.yml"
     gate = read_gate(passed)
     assert gate.gate is GateDecision.PASS
@@ -54,6 +55,7 @@ def test_gate_without_slug_and_newest_wins(tmp_path: Path) -> None:
     (gates / "1.1-new.yml").write_text("gate: WAIVED\n")
     os.utime(gates / "1.1-old.yml", ns=(1_000_000_000, 1_000_000_000))
     found = find_gate_file(layout, "1.1")
+    assert found is not None
     assert found == (gates / "1.1-new.yml").resolve()
     assert read_gate(found).gate is GateDecision.WAIVED
     assert find_gate_file(layout, "1.10") == (gates / "1.10.yml").resolve()
