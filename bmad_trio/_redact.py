@@ -7,12 +7,12 @@ parameters, ``NAME_TOKEN=value`` assignments, ``Authorization:``/``x-api-key:`` 
 and AWS key shapes). There is no global state: pass the redactor to whatever writes. Pure
 computation; no I/O, nothing to cancel.
 
-Speed, measured on 120 KB: about 5 ms for ordinary text, 20 ms for text dense with triggers. Known values are removed with
-``str.replace`` (faster than a compiled alternation of escaped values, and simpler), and each
-pattern is its own compiled regex that starts with a literal (so ``re`` can use its fast literal
-search) and only runs when one of its literal triggers occurs in the lower-cased text. One big
-alternation of everything was measured at ~190 ms for 120 KB: ``re`` cannot skip ahead through an
-alternation whose branches start with groups, ``\\b`` or case-insensitive words.
+Speed, measured: 4 us for a short string, 3 ms for 120 KB of ordinary text, 22 ms for 120 KB dense
+with trigger words. Known values are removed with ``str.replace`` (faster than a compiled alternation
+of escaped values, and simpler); each pattern is its own compiled regex starting with a literal (so
+``re`` uses its fast literal search) that only runs when one of its literal triggers occurs in the
+lower-cased text. One big alternation of everything measured ~190 ms for 120 KB: ``re`` cannot skip
+ahead through an alternation whose branches start with groups, ``\\b`` or case-insensitive words.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ _RULES: Final = (
             + _ci("authorization")
             + r")[\"']?\s*[:=]\s*[\"']?(?:"
             + _any_ci("bearer", "basic", "token")
-            + r"\s+)?)[^\s\"',;}]+"
+            + r"\s+)?)[^\s\"',;}&]+"
         ),
     ),
     # Bearer tokens anywhere.
@@ -182,6 +182,10 @@ _RULES: Final = (
         word_start=True,
     ),
 )
+_TRIGGERS: Final = tuple(
+    (trigger, index) for index, rule in enumerate(_RULES) for trigger in rule.triggers
+)
+"""Every (literal trigger, rule index): one flat loop of substring tests (C speed) per text."""
 
 T = TypeVar("T")
 
@@ -255,9 +259,10 @@ class Redactor:
             if value in text:
                 text = text.replace(value, REDACTED)
         lowered = text.lower()
-        for rule in _RULES:
-            if any(trigger in lowered for trigger in rule.triggers):
-                text = rule.pattern.sub(rule.replace, text)
+        hit = {index for trigger, index in _TRIGGERS if trigger in lowered}
+        for index in sorted(hit):
+            rule = _RULES[index]
+            text = rule.pattern.sub(rule.replace, text)
         return text
 
     def redact_json(self, obj: T) -> T:
