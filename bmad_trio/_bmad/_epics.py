@@ -93,8 +93,11 @@ def _clean_title(raw: str) -> str:
     return raw.strip().lstrip(":-\u2013\u2014 ").strip().strip("*_").strip()
 
 
+_EMPHASIS = re.compile(r"\*\*|__")
+
+
 def _strip_inline(text: str) -> str:
-    return re.sub(r"(\*\*|__)", "", text).strip()
+    return _EMPHASIS.sub("", text).strip()
 
 
 def _criteria_line(criteria: list[str], raw: str, open_numbered: bool) -> bool:
@@ -135,13 +138,14 @@ def _parse_story_section(
     for index in range(start, end):
         raw = lines[index].rstrip("\r\n")
         text = raw.strip()
-        depends = _DEPENDS.match(raw)
+        low = raw.lower()
+        depends = _DEPENDS.match(raw) if "depend" in low or "prereq" in low else None
         if depends is not None:
             mode = ""
             dependencies.extend(
                 f"{m.group(1)}.{m.group(2)}" for m in _DEP_ID.finditer(depends.group(1))
             )
-        elif _AC_MARKER.match(raw):
+        elif "acceptance" in low and _AC_MARKER.match(raw):
             mode, open_numbered = "criteria", False
         elif mode == "criteria":
             if text.startswith("#") or (_SECTION_LABEL.match(raw) and not _GWT.match(raw)):
