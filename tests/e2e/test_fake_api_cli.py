@@ -217,3 +217,28 @@ async def test_bmad_actor_sm_dev_qa(tmp_path: Path, run_cli: RunCli) -> None:
     ):
         done = await anyio.run_process(command, cwd=project, check=False)
         assert done.returncode == 0, (command, done.stdout.decode(), done.stderr.decode())
+
+
+async def test_usage_limit_is_not_retried(tmp_path: Path, run_cli: RunCli) -> None:
+    scenario = Scenario(responders=[Rule(fault=Fault.usage_limit(reset_in_s=600))])
+    async with FakeAnthropicAPI(scenario) as api:
+        run = await run_cli(api, _project(tmp_path), "hi", env={"CLAUDE_CODE_MAX_RETRIES": "2"})
+    assert run.result.is_error
+    assert "usage limit" in " ".join(run.texts)
+    assert len(api.message_requests) == 1  # measured: the CLI does not retry a usage limit
+
+
+async def test_bmad_actor_fixer(tmp_path: Path, run_cli: RunCli) -> None:
+    project = _project(tmp_path)
+    (project / "src").mkdir()
+    target = project / "src" / "messy.py"
+    target.write_text("x = 1   \ny = 2\t\n")
+    prompt = (
+        "Fix the failing gate.\n\n## Context\n- role: fixer\n"
+        "- gate command: ruff check .\n  src/messy.py:1:6: W291 Trailing whitespace\n"
+    )
+    async with FakeAnthropicAPI(bmad_actor_scenario()) as api:
+        run = await run_cli(api, project, prompt)
+    assert run.error is None, run.stderr[-20:]
+    assert target.read_text() == "x = 1\ny = 2\n"
+    assert "tidied src/messy.py" in run.result.result
