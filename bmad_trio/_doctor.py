@@ -1,0 +1,457 @@
+"""Preflight checks (``bmad-trio doctor``, and before ``run``): CLI, auth, API, gate tools, BMAD layout.
+
+Every check returns a :class:`CheckResult`; none raises for the condition it checks. A failed check
+with ``fatal=True`` (no CLI, no credentials, API unreachable or key refused) means ``run`` must not
+start (exit 3); the others are warnings with a hint. Secrets are never part of a result: the auth
+check names the variable, never its value, and URLs are shown as scheme, host and port only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Final
+
+import anyio
+import attrs
+import httpx
+from rich.table import Table
+from rich.text import Text
+
+from ._config import GateCommand
+
+__all__ = [
+    "AUTH_VARIABLES",
+    "DEFAULT_API_URL",
+    "CheckResult",
+    "check_api",
+    "check_auth",
+    "check_bmad_layout",
+    "check_cli",
+    "check_gate_tools",
+    "checks_table",
+    "detect_bmad_layout",
+    "find_cli",
+    "format_checks",
+    "preflight_failed",
+    "run_checks",
+]
+
+DEFAULT_API_URL: Final = "https://api.anthropic.com"
+AUTH_VARIABLES: Final = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
+"""Credentials the Claude Code CLI reads from the environment, in the order we check them."""
+ANTHROPIC_VERSION: Final = "2023-06-01"
+OAUTH_BETA: Final = "oauth-2025-04-20"
+MINIMUM_CLI_VERSION: Final = (2, 0, 0)
+"""Oldest CLI the claude-agent-sdk supports (its own MINIMUM_CLAUDE_CODE_VERSION)."""
+
+_VERSION_RE: Final = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+
+
+@attrs.frozen(kw_only=True)
+class CheckResult:
+    """One check's outcome. ``fatal`` says whether a failure (``ok=False``) must stop ``run``."""
+
+    name: str
+    ok: bool
+    detail: str
+    hint: str = ""
+    fatal: bool = False
+
+
+def preflight_failed(results: Sequence[CheckResult]) -> bool:
+    """True when a fatal check failed: ``run`` exits 3 without spending anything."""
+    return any(result.fatal and not result.ok for result in results)
+
+
+def _safe_origin(url: httpx.URL) -> str:
+    port = f":{url.port}" if url.port is not None else ""
+    return f"{url.scheme}://{url.host}{port}"
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    stripped = text.strip()
+    line = stripped.splitlines()[0] if stripped else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# --- Claude Code CLI ------------------------------------------------------------------------------
+
+
+def _bundled_cli() -> Path | None:
+    """The CLI bundled in claude-agent-sdk, located without importing the SDK."""
+    spec = importlib.util.find_spec("claude_agent_sdk")
+    if spec is None or spec.origin is None:
+        return None
+    name = "claude.exe" if sys.platform == "win32" else "claude"
+    path = Path(spec.origin).parent / "_bundled" / name
+    return path if path.is_file() else None
+
+
+def find_cli(env: Mapping[str, str], cli_path: Path | None = None) -> tuple[Path | None, str]:
+    """The CLI the run would use and where it came from: ``cli_path``, the SDK's bundled one, PATH.
+
+    The order mirrors claude-agent-sdk's own search (bundled first, then PATH).
+    """
+    if cli_path is not None:
+        return cli_path, "configured cli_path"
+    bundled = _bundled_cli()
+    if bundled is not None:
+        return bundled, "bundled with claude-agent-sdk"
+    found = shutil.which("claude", path=env.get("PATH"))
+    if found is not None:
+        return Path(found), "on PATH"
+    return None, ""
+
+
+async def check_cli(
+    env: Mapping[str, str], cli_path: Path | None = None, *, version_timeout_s: float = 10.0
+) -> CheckResult:
+    """Find the CLI and run ``<cli> --version`` (killed after ``version_timeout_s`` seconds).
+
+    Cancellation kills the subprocess.
+    """
+    path, source = find_cli(env, cli_path)
+    if path is None:
+        return CheckResult(
+            name="Claude Code CLI",
+            ok=False,
+            detail="not found (no bundled CLI in claude-agent-sdk, no `claude` on PATH)",
+            hint="pip install --force-reinstall claude-agent-sdk, or install Claude Code and "
+            "put `claude` on PATH, or set cli_path in the config",
+            fatal=True,
+        )
+    if not path.is_file() or not os.access(path, os.X_OK):
+        return CheckResult(
+            name="Claude Code CLI",
+            ok=False,
+            detail=f"{path} ({source}) is not an executable file",
+            hint="check cli_path in the config, or reinstall claude-agent-sdk",
+            fatal=True,
+        )
+    try:
+        with anyio.fail_after(version_timeout_s):
+            process = await anyio.run_process(
+                [str(path), "--version"],
+                check=False,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+            )
+    except TimeoutError:
+        return CheckResult(
+            name="Claude Code CLI",
+            ok=False,
+            detail=f"{path} --version gave no answer within {version_timeout_s:g}s",
+            hint="run it by hand to see what it waits for",
+            fatal=True,
+        )
+    except OSError as exc:
+        return CheckResult(
+            name="Claude Code CLI",
+            ok=False,
+            detail=f"{path} could not start: {exc.strerror or exc}",
+            hint="reinstall claude-agent-sdk, or point cli_path at a working `claude`",
+            fatal=True,
+        )
+    output = process.stdout.decode(errors="replace")
+    if process.returncode != 0:
+        error = _first_line(process.stderr.decode(errors="replace") or output)
+        return CheckResult(
+            name="Claude Code CLI",
+            ok=False,
+            detail=f"{path} --version exited {process.returncode}: {error}",
+            hint="run it by hand to see the full error",
+            fatal=True,
+        )
+    version = _first_line(output, 80)
+    match = _VERSION_RE.search(output)
+    if match is None:
+        return CheckResult(
+            name="Claude Code CLI",
+            ok=False,
+            detail=f"{path} --version printed no version: {version!r}",
+            hint="is cli_path really Claude Code?",
+            fatal=True,
+        )
+    numbers = tuple(int(part) for part in match.groups())
+    if numbers < MINIMUM_CLI_VERSION:
+        minimum = ".".join(map(str, MINIMUM_CLI_VERSION))
+        return CheckResult(
+            name="Claude Code CLI",
+            ok=False,
+            detail=f"{version} at {path} is older than {minimum}",
+            hint="update Claude Code (or unset cli_path to use the bundled CLI)",
+        )
+    return CheckResult(name="Claude Code CLI", ok=True, detail=f"{version} at {path} ({source})")
+
+
+# --- auth and API ---------------------------------------------------------------------------------
+
+
+def _present(env: Mapping[str, str]) -> list[str]:
+    return [name for name in AUTH_VARIABLES if env.get(name, "").strip()]
+
+
+def check_auth(env: Mapping[str, str]) -> CheckResult:
+    """Which credential variables are set (by name only)."""
+    present = _present(env)
+    if not present:
+        return CheckResult(
+            name="auth",
+            ok=False,
+            detail="none of " + ", ".join(AUTH_VARIABLES) + " is set",
+            hint="export ANTHROPIC_API_KEY=… (or run `claude setup-token` and export "
+            "CLAUDE_CODE_OAUTH_TOKEN)",
+            fatal=True,
+        )
+    return CheckResult(name="auth", ok=True, detail=", ".join(present) + " set")
+
+
+def _auth_headers(env: Mapping[str, str]) -> tuple[dict[str, str], bool]:
+    """Headers as the CLI would send them, and whether only an OAuth token is available."""
+    headers = {"anthropic-version": ANTHROPIC_VERSION}
+    api_key = env.get("ANTHROPIC_API_KEY", "").strip()
+    auth_token = env.get("ANTHROPIC_AUTH_TOKEN", "").strip()
+    oauth_token = env.get("CLAUDE_CODE_OAUTH_TOKEN", "").strip()
+    if api_key:
+        headers["x-api-key"] = api_key
+    if auth_token:
+        headers["authorization"] = f"Bearer {auth_token}"
+    if not api_key and not auth_token and oauth_token:
+        headers["authorization"] = f"Bearer {oauth_token}"
+        headers["anthropic-beta"] = OAUTH_BETA
+        return headers, True
+    return headers, False
+
+
+async def check_api(
+    env: Mapping[str, str],
+    *,
+    client: httpx.AsyncClient | None = None,
+    request_timeout_s: float = 5.0,
+) -> CheckResult:
+    """One cheap authenticated request: ``GET {ANTHROPIC_BASE_URL}/v1/models?limit=1``.
+
+    200 → ok; 401/403 → key refused; no answer → unreachable (all fatal). A 404/405 (a proxy or the
+    scripted server without a models endpoint), 429 or 5xx means the API is there: a warning.
+    Cancellation abandons the request (and closes a client opened here).
+    """
+    raw_base = env.get("ANTHROPIC_BASE_URL", "").strip() or DEFAULT_API_URL
+    try:
+        base = httpx.URL(raw_base)
+    except httpx.InvalidURL:
+        base = None
+    if base is None or base.scheme not in ("http", "https") or not base.host:
+        return CheckResult(
+            name="API",
+            ok=False,
+            detail="ANTHROPIC_BASE_URL is not an http(s) URL",
+            hint="fix or unset ANTHROPIC_BASE_URL",
+            fatal=True,
+        )
+    where = _safe_origin(base)
+    if not _present(env):
+        return CheckResult(
+            name="API", ok=False, detail=f"{where}: not checked (no credentials)", fatal=True
+        )
+    headers, oauth_only = _auth_headers(env)
+    url = base.join(base.path.rstrip("/") + "/v1/models")
+    try:
+        with anyio.fail_after(request_timeout_s):
+            if client is None:
+                async with httpx.AsyncClient(timeout=request_timeout_s) as own_client:
+                    response = await own_client.get(url, params={"limit": 1}, headers=headers)
+            else:
+                response = await client.get(
+                    url, params={"limit": 1}, headers=headers, timeout=request_timeout_s
+                )
+    except (TimeoutError, httpx.TimeoutException):
+        return CheckResult(
+            name="API",
+            ok=False,
+            detail=f"{where} did not answer within {request_timeout_s:g}s",
+            hint="check the network, a proxy (HTTPS_PROXY) or ANTHROPIC_BASE_URL",
+            fatal=True,
+        )
+    except httpx.TransportError as exc:
+        return CheckResult(
+            name="API",
+            ok=False,
+            detail=f"{where} unreachable ({type(exc).__name__})",
+            hint="check the network, a proxy (HTTPS_PROXY) or ANTHROPIC_BASE_URL",
+            fatal=True,
+        )
+    status = response.status_code
+    if response.is_success:
+        return CheckResult(name="API", ok=True, detail=f"{where} answered, credentials accepted")
+    if status in (401, 403):
+        if oauth_only:
+            return CheckResult(
+                name="API",
+                ok=False,
+                detail=f"{where} answered HTTP {status} to the OAuth token on /v1/models",
+                hint="the CLI may still accept it; if runs fail with 401, run `claude setup-token`",
+            )
+        return CheckResult(
+            name="API",
+            ok=False,
+            detail=f"{where} refused the credentials (HTTP {status})",
+            hint="check the key (or token) and that it belongs to this API endpoint",
+            fatal=True,
+        )
+    if status in (404, 405):
+        detail = f"{where} answered, but has no /v1/models (HTTP {status}); key not verified"
+        return CheckResult(name="API", ok=True, detail=detail)
+    return CheckResult(
+        name="API",
+        ok=False,
+        detail=f"{where} answered HTTP {status}",
+        hint="the API is reachable but unhappy (rate limit or outage); runs wait and retry",
+    )
+
+
+# --- gates and layout -----------------------------------------------------------------------------
+
+
+def check_gate_tools(
+    project: Path, gates: Sequence[GateCommand], env: Mapping[str, str]
+) -> list[CheckResult]:
+    """One result per gate: is its program (``argv[0]``) installed? Missing ones are warnings."""
+    results: list[CheckResult] = []
+    for gate in gates:
+        name = f"gate {gate.name}"
+        if not gate.argv:
+            results.append(
+                CheckResult(name=name, ok=False, detail="empty command", hint="fix the gate config")
+            )
+            continue
+        program = gate.argv[0]
+        if os.sep in program or (os.altsep is not None and os.altsep in program):
+            candidate = (project / program).resolve()
+            found = str(candidate) if os.access(candidate, os.X_OK) else None
+        else:
+            found = shutil.which(program, path=env.get("PATH"))
+        if found is None:
+            results.append(
+                CheckResult(
+                    name=name,
+                    ok=False,
+                    detail=f"`{program}` not found",
+                    hint=f"install {program}, change the {gate.name!r} gate, or use --skip-gates",
+                )
+            )
+        else:
+            results.append(CheckResult(name=name, ok=True, detail=found))
+    return results
+
+
+def detect_bmad_layout(project: Path) -> str:
+    """``v4`` (``.bmad-core/core-config.yaml``), ``v6`` (``_bmad/``) or ``plain``.
+
+    A stand-in until the real detector in ``bmad_trio._bmad`` exists.
+    """
+    if (project / ".bmad-core" / "core-config.yaml").is_file():
+        return "v4"
+    if (project / "_bmad").is_dir():
+        return "v6"
+    return "plain"
+
+
+def check_bmad_layout(
+    project: Path, *, detect: Callable[[Path], str] = detect_bmad_layout
+) -> CheckResult:
+    """Report the project's BMAD layout; a project without BMAD installed is a warning."""
+    if not project.is_dir():
+        return CheckResult(
+            name="BMAD layout",
+            ok=False,
+            detail=f"{project} is not a directory",
+            hint="pass --project DIR",
+        )
+    layout = detect(project)
+    if layout == "plain":
+        return CheckResult(
+            name="BMAD layout",
+            ok=False,
+            detail="no BMAD install found (.bmad-core/ or _bmad/); plain layout",
+            hint="fine for plain epic files; otherwise install BMAD (npx bmad-method install)",
+        )
+    return CheckResult(name="BMAD layout", ok=True, detail=f"BMAD {layout} at {project}")
+
+
+# --- all together ---------------------------------------------------------------------------------
+
+
+async def run_checks(
+    project: Path,
+    *,
+    env: Mapping[str, str],
+    cli_path: Path | None = None,
+    gates: Sequence[GateCommand],
+    client: httpx.AsyncClient | None = None,
+    api: bool = True,
+    cli_timeout_s: float = 10.0,
+    api_timeout_s: float = 5.0,
+) -> list[CheckResult]:
+    """Every check, in a fixed order: CLI, auth, API (unless ``api=False``), gates, layout.
+
+    The CLI and API checks run concurrently. Cancellation stops both (the subprocess is killed).
+    """
+    cli_result: list[CheckResult] = []
+    api_result: list[CheckResult] = []
+
+    async def cli_check() -> None:
+        cli_result.append(await check_cli(env, cli_path, version_timeout_s=cli_timeout_s))
+
+    async def api_check() -> None:
+        api_result.append(await check_api(env, client=client, request_timeout_s=api_timeout_s))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(cli_check)
+        if api:
+            group.start_soon(api_check)
+    return [
+        *cli_result,
+        check_auth(env),
+        *api_result,
+        *check_gate_tools(project, gates, env),
+        check_bmad_layout(project),
+    ]
+
+
+def _mark(result: CheckResult) -> str:
+    if result.ok:
+        return "ok"
+    return "FAIL" if result.fatal else "warn"
+
+
+def format_checks(results: Sequence[CheckResult]) -> list[str]:
+    """Plain lines: ``ok   auth: ANTHROPIC_API_KEY set``, hints indented below failures."""
+    lines: list[str] = []
+    for result in results:
+        lines.append(f"{_mark(result):<4} {result.name}: {result.detail}")
+        if not result.ok and result.hint:
+            lines.append(f"     hint: {result.hint}")
+    return lines
+
+
+def checks_table(results: Sequence[CheckResult]) -> Table:
+    """The same as a Rich table for ``doctor`` on a terminal."""
+    table = Table(title="bmad-trio doctor", show_lines=False)
+    table.add_column("", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("result", overflow="fold")
+    styles = {"ok": "green", "FAIL": "bold red", "warn": "yellow"}
+    for result in results:
+        mark = _mark(result)
+        detail = Text(result.detail)
+        if not result.ok and result.hint:
+            detail.append(f"\nhint: {result.hint}", style="dim")
+        table.add_row(Text(mark, style=styles[mark]), result.name, detail)
+    return table
