@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -33,7 +34,7 @@ from bmad_trio._doctor import (
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="shell-script fake CLIs")
 
 KEY = "sk-ant-test-0123456789-secret"
-Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+Handler = Callable[[httpx.Request], Coroutine[Any, Any, httpx.Response]]
 
 
 def fake_cli(tmp_path: Path, body: str, *, name: str = "claude", mode: int = 0o755) -> Path:
