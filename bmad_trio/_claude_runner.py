@@ -7,21 +7,21 @@ message iterator is always read to its end or closed with ``aclosing`` (never ab
 ``break``). Deadlines are two cancel scopes owned here: the overall session timeout and an idle
 deadline pushed forward by every message.
 
-On cancel or timeout the CLI is interrupted (bounded by ``interrupt_grace_s``), its whole process
-group (the CLI and the tools it started) is killed, and only then is the client disconnected, so
-the SDK's 5 s graceful close never applies. The SDK is imported lazily, on the first session.
+The SDK stream is read to its natural end in a shielded scope; a watchdog task beside it owns the
+deadlines. On cancel or timeout the watchdog kills every process of the session (the CLI and the
+tools it started), which ends the stream at once, so the SDK's 5 s graceful close never applies and
+no SDK generator is left half-read. The SDK is imported lazily, on the first session.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import enum
 import os
 import re
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -33,7 +33,7 @@ from ._permissions import tool_denial
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
-    from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient
+    from claude_agent_sdk import ClaudeAgentOptions
     from claude_agent_sdk.types import (
         HookContext,
         HookInput,
@@ -55,6 +55,7 @@ OFFLINE_SAFE_ENV: Mapping[str, str] = {
 _USAGE_LIMIT = re.compile(r"usage limit|limit reached|out of (?:extra )?usage", re.IGNORECASE)
 _RESET_EPOCH = re.compile(r"\|(\d{10})\b")
 _MAX_TARGET = 200
+_STREAM_GRACE_S = 30.0
 
 
 @dataclasses.dataclass
@@ -71,6 +72,8 @@ class _SessionState:
     retry_after_s: float | None = None
     error: Exception | None = None
     timed_out: str | None = None
+    idle_deadline: float = 0.0
+    finished: bool = False
 
 
 def _jsonable(value: object) -> object:
@@ -93,6 +96,21 @@ def _jsonable(value: object) -> object:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
+
+
+def _category_for(status: int | None, reported: str | None) -> str:
+    """An API error's category: from the HTTP status when known, else what the CLI reported."""
+    if status == 400 or status == 413:
+        return "invalid_request"
+    if status in (401, 403):
+        return "authentication_failed"
+    if status == 429:
+        return "rate_limit"
+    if status == 529:
+        return "overloaded"
+    if status is not None and status >= 500:
+        return "server_error"
+    return reported or "unknown"
 
 
 def _tool_target(tool_input: Mapping[str, object]) -> str:
@@ -121,13 +139,11 @@ class ClaudeAgentRunner:
         cli_path: Path | None = None,
         env: Mapping[str, str] | None = None,
         isolate_config: bool = True,
-        interrupt_grace_s: float = 0.5,
         max_buffer_size: int = 16 * 1024 * 1024,
     ) -> None:
         self._cli_path = cli_path
         self._env = dict(env or {})
         self._isolate_config = isolate_config
-        self._interrupt_grace_s = interrupt_grace_s
         self._max_buffer_size = max_buffer_size
         self._processes: CLIProcesses | None = None
         self._config_dir: Path | None = None
@@ -233,65 +249,78 @@ class ClaudeAgentRunner:
         spec: SessionSpec,
         messages: MemoryObjectSendStream[AgentMessage] | None = None,
     ) -> SessionResult:
-        """Run one session to its ResultMessage, in the calling task.
+        """Run one session to the end of its message stream, in the calling task.
 
-        Cancelling the caller's scope interrupts the CLI, kills its process group within about
-        ``interrupt_grace_s`` + 0.1 s, and re-raises the cancellation. Timeouts become
+        Cancelling the caller's scope kills the session's processes (the CLI and its tools) at
+        once, waits for the SDK stream to end, and re-raises the cancellation. Timeouts become
         ``Outcome.TIMEOUT``; API, budget, turn and CLI failures become outcomes too. Closes
         ``messages`` when done.
         """
-        from claude_agent_sdk import ClaudeSDKClient
-
         state = _SessionState()
-        started = anyio.current_time()
         wall_start = time.monotonic()
         processes = self._ensure_processes()
         session_env, tag = processes.session_env()
-        client = ClaudeSDKClient(self._options(spec, session_env, state))
-        finished = False
+        options = self._options(spec, session_env, state)
+        now = anyio.current_time()
+        deadline = now + spec.timeout_s
+        state.idle_deadline = now + spec.idle_timeout_s
         try:
-            with anyio.CancelScope(deadline=started + spec.timeout_s) as overall:
-                with anyio.CancelScope() as idle:
-                    finished = await self._converse(client, spec, state, messages, idle)
-                if idle.cancelled_caught:
-                    state.timed_out = f"no message from the agent for {spec.idle_timeout_s:g} s"
-            if overall.cancelled_caught:
-                state.timed_out = f"session exceeded its {spec.timeout_s:g} s limit"
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch, spec, state, tag, deadline)
+                # Shielded: the SDK stream is always read to its end (killing the CLI ends it), so
+                # no SDK generator is ever abandoned half-way. The deadline is a safety net only.
+                with anyio.CancelScope(shield=True, deadline=deadline + _STREAM_GRACE_S):
+                    await self._read_stream(spec, options, state, messages)
+                state.finished = True
+                tg.cancel_scope.cancel()
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._shutdown(client, tag, finished=finished)
             if messages is not None:
                 messages.close()
+            CLIProcesses.kill_session(tag)  # a tool left running in the background dies too
         return self._result(state, time.monotonic() - wall_start)
 
-    async def _converse(
+    async def _watch(
+        self, spec: SessionSpec, state: _SessionState, tag: str, deadline: float
+    ) -> None:
+        """Enforce the session and idle deadlines; on either, or on cancel, kill the session."""
+        try:
+            while True:
+                wake = min(deadline, state.idle_deadline)
+                await anyio.sleep_until(wake)
+                now = anyio.current_time()
+                if now >= deadline:
+                    state.timed_out = f"session exceeded its {spec.timeout_s:g} s limit"
+                    break
+                if now >= state.idle_deadline:
+                    state.timed_out = f"no message from the agent for {spec.idle_timeout_s:g} s"
+                    break
+        finally:
+            if not state.finished:
+                CLIProcesses.kill_session(tag)
+
+    async def _read_stream(
         self,
-        client: ClaudeSDKClient,
         spec: SessionSpec,
+        options: ClaudeAgentOptions,
         state: _SessionState,
         messages: MemoryObjectSendStream[AgentMessage] | None,
-        idle: anyio.CancelScope,
-    ) -> bool:
-        """Connect, prompt and read to the ResultMessage. True when the CLI finished the turn."""
-        from claude_agent_sdk import ClaudeSDKError, ResultMessage
+    ) -> None:
+        """Send the prompt and read every message until the SDK stream ends by itself."""
+        from claude_agent_sdk import ClaudeSDKError, ResultMessage, query
 
-        idle.deadline = anyio.current_time() + spec.idle_timeout_s
+        async def prompt() -> AsyncIterator[dict[str, Any]]:
+            yield {"type": "user", "message": {"role": "user", "content": spec.prompt}}
+
         try:
-            await client.connect()
-            await client.query(spec.prompt)
-            responses = cast(AsyncGenerator[object, None], client.receive_response())
-            async with contextlib.aclosing(responses) as stream:
-                async for message in stream:
-                    idle.deadline = anyio.current_time() + spec.idle_timeout_s
-                    for agent_message in self._observe(message, state):
-                        if messages is not None:
-                            await messages.send(agent_message)
-                    if isinstance(message, ResultMessage):
-                        state.result = message
+            async for message in query(prompt=prompt(), options=options):
+                state.idle_deadline = anyio.current_time() + spec.idle_timeout_s
+                for agent_message in self._observe(message, state):
+                    if messages is not None:
+                        await messages.send(agent_message)
+                if isinstance(message, ResultMessage):
+                    state.result = message
         except ClaudeSDKError as exc:
             state.error = exc
-            return True
-        return state.result is not None
 
     def _observe(self, message: object, state: _SessionState) -> list[AgentMessage]:
         """Record what a message tells us; translate it for the workflow."""
@@ -334,16 +363,6 @@ class ClaudeAgentRunner:
         elif isinstance(message, ResultMessage):
             out.append(AgentMessage(kind="result", text=message.result or "", data=data))
         return out
-
-    async def _shutdown(self, client: ClaudeSDKClient, tag: str, *, finished: bool) -> None:
-        """Stop the CLI: gracefully after a finished turn, else interrupt and kill. Shielded."""
-        if not finished:
-            with anyio.move_on_after(self._interrupt_grace_s), contextlib.suppress(Exception):
-                await client.interrupt()
-            CLIProcesses.kill_session(tag)
-        with anyio.move_on_after(10), contextlib.suppress(Exception):
-            await client.disconnect()
-        CLIProcesses.kill_session(tag)  # a tool left running in the background dies too
 
     def _result(self, state: _SessionState, duration_s: float) -> SessionResult:
         from claude_agent_sdk import ProcessError, ResultError, ResultMessage
@@ -390,14 +409,12 @@ class ClaudeAgentRunner:
         if reason in ("aborted_streaming", "aborted_tools"):
             return SessionResult(outcome=Outcome.CANCELLED, error="session was interrupted", **base)
         if reason == "api_error" or status is not None or state.api_error is not None:
-            category = state.api_error or "unknown"
+            category = _category_for(status, state.api_error)
             if _USAGE_LIMIT.search(text) or (status == 429 and "usage" in text.lower()):
                 category = "usage_limit"
                 reset = _RESET_EPOCH.search(text)
                 if reset:
                     base["retry_after_s"] = max(0.0, int(reset.group(1)) - time.time())
-            elif status == 529:
-                category = "overloaded"
             return SessionResult(
                 outcome=Outcome.API_ERROR,
                 error=(text or f"API error {status}").strip(),

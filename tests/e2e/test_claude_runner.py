@@ -1,0 +1,259 @@
+"""ClaudeAgentRunner driving the real Claude Code CLI against the scripted model server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from bmad_trio import AgentMessage, Outcome, Role, SessionResult, SessionSpec
+from bmad_trio._claude_runner import ClaudeAgentRunner
+from bmad_trio._cli_process import tagged_pids
+from bmad_trio.testing import FakeAnthropicAPI, Fault, Reply, Rule, Scenario
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.usefixtures("no_leftover_cli")]
+
+SLOW_TOOL = f"{sys.executable} -c 'import time; time.sleep(60)'"
+TOOLS = ("Read", "Write", "Edit", "Bash")
+
+
+def _spec(project: Path, prompt: str, **overrides: object) -> SessionSpec:
+    fields: dict[str, object] = {
+        "role": Role.DEV,
+        "prompt": prompt,
+        "cwd": project,
+        "allowed_tools": TOOLS,
+        "timeout_s": 60.0,
+        "idle_timeout_s": 30.0,
+    }
+    fields.update(overrides)
+    return SessionSpec(**fields)  # pyright: ignore[reportArgumentType]
+
+
+def _runner(api: FakeAnthropicAPI, **env: str) -> ClaudeAgentRunner:
+    return ClaudeAgentRunner(env={**api.env(), "CLAUDE_CODE_MAX_RETRIES": "0", **env})
+
+
+def _sleepers() -> list[int]:
+    done = subprocess.run(
+        ["pgrep", "-f", "import time; time.sleep\\(60\\)"], capture_output=True, text=True
+    )
+    return [int(p) for p in done.stdout.split()]
+
+
+async def test_text_session_reports_cost_tokens_and_messages(tmp_path: Path) -> None:
+    scenario = Scenario(responders=[Rule(prompt_contains="hello", reply=Reply.text("Hi there!"))])
+    send, receive = anyio.create_memory_object_stream[AgentMessage](100)
+    async with FakeAnthropicAPI(scenario) as api, _runner(api) as runner:
+        result = await runner.run_session(_spec(tmp_path, "hello"), send)
+    with receive:
+        messages = [m async for m in receive]
+    assert result.outcome is Outcome.OK, result.error
+    assert result.final_text == "Hi there!"
+    assert result.cost_usd > 0
+    assert result.input_tokens > 0
+    assert result.output_tokens > 0
+    assert result.turns == 1
+    assert [m.kind for m in messages if m.kind in ("text", "result")] == ["text", "result"]
+    assert messages[-1].data["type"] == "ResultMessage"
+
+
+async def test_consecutive_and_concurrent_sessions_leave_nothing_behind(tmp_path: Path) -> None:
+    async with (
+        FakeAnthropicAPI(Scenario(default=Reply.text("done"))) as api,
+        _runner(api) as runner,
+    ):
+        sequential = [await runner.run_session(_spec(tmp_path, f"task {i}")) for i in range(3)]
+        concurrent: list[SessionResult] = []
+
+        async def one(i: int) -> None:
+            concurrent.append(await runner.run_session(_spec(tmp_path, f"parallel {i}")))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(one, i)
+    assert [r.outcome for r in sequential + concurrent] == [Outcome.OK] * 6
+    assert len(api.message_requests) == 6
+
+
+async def test_tools_write_inside_and_are_refused_outside_the_project(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    outside = tmp_path / "outside.txt"
+    scenario = Scenario(
+        responders=[
+            Rule(
+                turn=1,
+                reply=Reply.tools(
+                    Reply.write("src/app.py", "print('hi')\n"), Reply.write(str(outside), "x")
+                ),
+            ),
+            Rule(turn=2, reply=Reply.text("wrote")),
+        ]
+    )
+    async with FakeAnthropicAPI(scenario) as api, _runner(api) as runner:
+        result = await runner.run_session(_spec(project, "write"))
+    assert result.outcome is Outcome.OK, result.error
+    assert (project / "src" / "app.py").read_text() == "print('hi')\n"
+    assert not outside.exists()
+    denial = api.message_requests[-1].tool_results
+    assert any("outside the project directory" in r.text for r in denial), denial
+    assert [t.name for t in result.tools] == ["Write", "Write"]
+
+
+async def test_cancel_mid_tool_kills_cli_and_tool_and_next_session_runs(tmp_path: Path) -> None:
+    scenario = Scenario(
+        responders=[Rule(prompt_contains="SLOW", turn=1, reply=Reply.tools(Reply.bash(SLOW_TOOL)))],
+        default=Reply.text("fine"),
+    )
+    before = set(_sleepers())
+    async with FakeAnthropicAPI(scenario) as api, _runner(api) as runner:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_when_the_tool_runs() -> None:
+                    while not set(_sleepers()) - before:  # noqa: ASYNC110 - polling another process
+                        await anyio.sleep(0.05)
+                    scope.cancel()
+
+                tg.start_soon(cancel_when_the_tool_runs)
+                await runner.run_session(_spec(tmp_path, "SLOW work"))
+        assert scope.cancelled_caught
+        assert not set(_sleepers()) - before, "the Bash tool outlived its cancelled session"
+        follow_up = await runner.run_session(_spec(tmp_path, "next"))
+    assert follow_up.outcome is Outcome.OK
+    assert follow_up.final_text == "fine"
+
+
+async def test_idle_timeout_stops_a_stalled_stream(tmp_path: Path) -> None:
+    scenario = Scenario(responders=[Rule(fault=Fault(kind="stall"))])
+    async with FakeAnthropicAPI(scenario) as api, _runner(api) as runner:
+        result = await runner.run_session(_spec(tmp_path, "stall", idle_timeout_s=2.0))
+    assert result.outcome is Outcome.TIMEOUT
+    assert result.error == "no message from the agent for 2 s"
+
+
+async def test_session_timeout(tmp_path: Path) -> None:
+    scenario = Scenario(responders=[Rule(turn=1, reply=Reply.tools(Reply.bash(SLOW_TOOL)))])
+    async with FakeAnthropicAPI(scenario) as api, _runner(api) as runner:
+        result = await runner.run_session(_spec(tmp_path, "slow", timeout_s=3.0))
+    assert result.outcome is Outcome.TIMEOUT
+    assert result.error == "session exceeded its 3 s limit"
+
+
+@pytest.mark.parametrize(
+    ("fault", "category", "status"),
+    [
+        (Fault.http(400, "bad request body"), "invalid_request", 400),
+        (Fault.http(401, "invalid x-api-key"), "authentication_failed", 401),
+        (Fault.http(429, "slow down", retry_after_s=1), "rate_limit", 429),
+        (Fault.usage_limit(reset_in_s=600), "usage_limit", 429),
+    ],
+)
+async def test_api_errors_become_outcomes(
+    tmp_path: Path, fault: Fault, category: str, status: int
+) -> None:
+    scenario = Scenario(responders=[Rule(fault=fault)])
+    async with FakeAnthropicAPI(scenario) as api, _runner(api) as runner:
+        result = await runner.run_session(_spec(tmp_path, "hi"))
+    assert result.outcome is Outcome.API_ERROR, result
+    assert result.api_error_category == category
+    assert result.api_status == status
+    assert result.error
+
+
+async def test_max_turns_outcome(tmp_path: Path) -> None:
+    scenario = Scenario(default=Reply.tools(Reply.read("missing.txt")))
+    async with FakeAnthropicAPI(scenario) as api, _runner(api) as runner:
+        result = await runner.run_session(_spec(tmp_path, "loop", max_turns=2))
+    assert result.outcome is Outcome.MAX_TURNS
+    assert result.cost_usd > 0
+
+
+async def test_budget_outcome(tmp_path: Path) -> None:
+    scenario = Scenario(
+        default=Reply(blocks=Reply.tools(Reply.read("x")).blocks, output_tokens=50_000)
+    )
+    async with FakeAnthropicAPI(scenario) as api, _runner(api) as runner:
+        result = await runner.run_session(_spec(tmp_path, "spend", max_budget_usd=0.01))
+    assert result.outcome is Outcome.BUDGET_EXHAUSTED
+    assert result.cost_usd >= 0.01
+
+
+async def test_cli_failure_carries_its_real_stderr(tmp_path: Path) -> None:
+    broken = tmp_path / "claude"
+    broken.write_text("#!/bin/sh\necho 'fatal: config is broken here' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    async with ClaudeAgentRunner(cli_path=broken) as runner:
+        result = await runner.run_session(_spec(tmp_path, "hi"))
+    assert result.outcome is Outcome.CLI_ERROR
+    assert "fatal: config is broken here" in (result.error or "")
+
+
+def test_cli_and_tools_die_when_the_orchestrator_is_sigkilled(tmp_path: Path) -> None:
+    """A separate orchestrator process starts a session with a long tool, then is SIGKILLed."""
+    script = tmp_path / "orchestrator.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys, anyio
+            from pathlib import Path
+            from bmad_trio import Role, SessionSpec
+            from bmad_trio._claude_runner import ClaudeAgentRunner
+            from bmad_trio.testing import FakeAnthropicAPI, Reply, Rule, Scenario
+
+            async def main():
+                scenario = Scenario(responders=[Rule(turn=1, reply=Reply.tools(Reply.bash({SLOW_TOOL!r})))])
+                async with FakeAnthropicAPI(scenario) as api, ClaudeAgentRunner(env=api.env()) as runner:
+                    spec = SessionSpec(role=Role.DEV, prompt="go", cwd=Path({str(tmp_path)!r}),
+                                       allowed_tools=("Bash",))
+                    await runner.run_session(spec)
+
+            anyio.run(main, backend=sys.argv[1])
+            """
+        )
+    )
+    before = set(_sleepers())
+    child = subprocess.Popen([sys.executable, str(script), "trio"])
+    try:
+        deadline = time.monotonic() + 60
+        while not set(_sleepers()) - before and time.monotonic() < deadline:
+            assert child.poll() is None, "the orchestrator exited early"
+            time.sleep(0.1)
+        assert set(_sleepers()) - before, "the tool never started"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        deadline = time.monotonic() + 10
+        while (set(_sleepers()) - before or _orphans(child.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not set(_sleepers()) - before, "the tool survived the orchestrator"
+        assert not _orphans(child.pid), "a CLI survived the orchestrator"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def _orphans(orchestrator_pid: int) -> list[int]:
+    needle = f"BMAD_TRIO_ORCHESTRATOR_PID={orchestrator_pid}".encode()
+    found: list[int] = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/environ", "rb") as handle:
+                    if needle in handle.read().split(b"\0"):
+                        found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_tagged_pids_ignores_other_processes() -> None:
+    assert tagged_pids("no-such-session-tag") == []
