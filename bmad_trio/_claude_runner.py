@@ -277,6 +277,8 @@ class ClaudeAgentRunner:
             if messages is not None:
                 messages.close()
             CLIProcesses.kill_session(tag)  # a tool left running in the background dies too
+        # The group's own cancel can absorb an outer cancellation on asyncio: surface it here.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         return self._result(state, time.monotonic() - wall_start)
 
     async def _watch(
