@@ -7,6 +7,7 @@ from ._agent import Role as Role
 from ._agent import SessionResult as SessionResult
 from ._agent import SessionSpec as SessionSpec
 from ._agent import ToolCall as ToolCall
+from ._claude_runner import ClaudeAgentRunner as ClaudeAgentRunner
 from ._config import GateCommand as GateCommand
 from ._config import RunConfig as RunConfig
 from ._errors import AgentAPIError as AgentAPIError
@@ -33,6 +34,13 @@ from ._events import SessionFinished as SessionFinished
 from ._events import StoryFinished as StoryFinished
 from ._events import StoryStarted as StoryStarted
 from ._events import StoryStatusChanged as StoryStatusChanged
+from ._run import GateReport as GateReport
+from ._run import Run as Run
+from ._run import RunReport as RunReport
+from ._run import StoryReport as StoryReport
+from ._run import open_run as open_run
+from ._run import run_epic as run_epic
+from ._run import serve_run as serve_run
 from ._version import __version__ as __version__
 
 __all__ = [
@@ -44,11 +52,13 @@ __all__ = [
     "AgentRunner",
     "AgentTimeout",
     "BmadError",
+    "ClaudeAgentRunner",
     "ConfigError",
     "Event",
     "GateCommand",
     "GateError",
     "GateFinished",
+    "GateReport",
     "GateStarted",
     "Outcome",
     "PhaseFinished",
@@ -56,9 +66,11 @@ __all__ = [
     "PreflightError",
     "ProjectError",
     "Role",
+    "Run",
     "RunConfig",
     "RunFinished",
     "RunPaused",
+    "RunReport",
     "RunResumed",
     "RunStarted",
     "SessionFinished",
@@ -66,8 +78,12 @@ __all__ = [
     "SessionSpec",
     "StateError",
     "StoryFinished",
+    "StoryReport",
     "StoryStarted",
     "StoryStatusChanged",
     "ToolCall",
     "__version__",
+    "open_run",
+    "run_epic",
+    "serve_run",
 ]

@@ -1,0 +1,196 @@
+"""Role prompts, tool allowlists and write permissions for each agent session.
+
+When the project has BMAD installed, prompts point the agent at the project's own agent and task
+files (v4 ``.bmad-core/agents/*.md`` + tasks; v6 the installed workflows); otherwise built-in
+instructions carry the same rules. Every prompt ends with a ``## Context`` block of facts the code
+has established (story id, files, review round...). Paths are relative to the project and use
+forward slashes. Pure functions, no I/O beyond ``Path`` arithmetic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import attrs
+
+from ._agent import Role
+from ._bmad import EpicStory, Layout
+
+__all__ = ["RolePlan", "fixer_plan", "role_plan"]
+
+_READ = ("Read", "Glob", "Grep")
+ROLE_TOOLS: Mapping[Role, tuple[str, ...]] = {
+    Role.SM: (*_READ, "Write", "Edit"),
+    Role.DEV: (*_READ, "Write", "Edit", "MultiEdit", "Bash"),
+    Role.QA: (*_READ, "Write", "Edit", "Bash"),
+    Role.FIXER: (*_READ, "Write", "Edit", "MultiEdit", "Bash"),
+}
+"""Per-role allowlists: SM may only write story files and QA may not edit code (see writable)."""
+
+
+@attrs.frozen
+class RolePlan:
+    """What one session is told and allowed to do."""
+
+    role: Role
+    prompt: str
+    system_prompt: str
+    allowed_tools: tuple[str, ...]
+    writable_paths: tuple[str, ...]
+
+
+def rel(layout: Layout, path: Path) -> str:
+    """``path`` relative to the project, with forward slashes."""
+    try:
+        return path.relative_to(layout.project).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _context(items: Sequence[tuple[str, str | None]]) -> str:
+    lines = ["## Context"]
+    for key, value in items:
+        if value:
+            lines.append(f"- {key}: {' '.join(value.split()) if key != 'findings' else value}")
+    return "\n".join(lines)
+
+
+def _system(role: Role) -> str:
+    common = (
+        "You are one agent in an automated BMAD workflow run by bmad-trio. Work only inside the "
+        "project directory. Do the job below completely, then stop with a one-paragraph summary. "
+        "The orchestrator checks the files on disk, not your summary."
+    )
+    rules = {
+        Role.SM: "You are the Scrum Master. You write story files only; never write code.",
+        Role.DEV: (
+            "You are the Developer. In the story file you may change only the task checkboxes, "
+            "Dev Agent Record, File List, Change Log and Status."
+        ),
+        Role.QA: (
+            "You are the QA reviewer. You may write only the QA gate file and the story's QA "
+            "Results section. Never change the story's Status and never edit code."
+        ),
+        Role.FIXER: "You fix quality-gate failures with the smallest correct change.",
+    }
+    return f"{common}\n{rules[role]}"
+
+
+def _installed(layout: Layout, role: Role) -> str:
+    """A pointer to the project's own BMAD agent/task files for this role, if installed."""
+    agent = {Role.SM: "sm", Role.DEV: "dev", Role.QA: "qa"}.get(role)
+    task = {Role.SM: "create-next-story", Role.QA: "review-story"}.get(role)
+    workflow = {Role.SM: "create-story", Role.DEV: "dev-story", Role.QA: "code-review"}.get(role)
+    parts: list[str] = []
+    if agent and agent in layout.agent_files:
+        parts.append(f"Act as the agent defined in {rel(layout, layout.agent_files[agent])}.")
+    if task and task in layout.task_files:
+        parts.append(f"Follow the task {rel(layout, layout.task_files[task])}.")
+    if workflow and workflow in layout.workflow_dirs:
+        parts.append(f"Follow the BMAD workflow in {rel(layout, layout.workflow_dirs[workflow])}/.")
+    if parts:
+        parts.append("Run non-interactively: do not stop to ask questions; decide and proceed.")
+    return " ".join(parts)
+
+
+def guess_package_dir(project: Path) -> str | None:
+    """Where the project's code lives (``src/<pkg>`` or a top-level package), for context only."""
+    src = project / "src"
+    candidates = sorted(src.glob("*/__init__.py")) if src.is_dir() else []
+    candidates += sorted(
+        p for p in project.glob("*/__init__.py") if p.parent.name not in ("tests", "docs")
+    )
+    return candidates[0].parent.relative_to(project).as_posix() if candidates else None
+
+
+def role_plan(
+    layout: Layout,
+    role: Role,
+    story: EpicStory,
+    *,
+    story_file: Path,
+    epic_file: Path,
+    gate_file: Path,
+    review_round: int = 1,
+    findings: str | None = None,
+) -> RolePlan:
+    """The prompt, tools and writable globs for an SM, Dev or QA session on one story."""
+    story_rel = rel(layout, story_file)
+    gates_rel = rel(layout, layout.gates_dir)
+    sid = story.story_id
+    installed = _installed(layout, role)
+    if role is Role.SM:
+        task = (
+            f"Draft the story file for story {sid} ({story.title}) of the epic {rel(layout, epic_file)}. "
+            f"Write it to {story_rel} in the BMAD story format: a '# Story {sid}: {story.title}' "
+            "title, a '## Status' section set to Draft, the user story, the acceptance criteria "
+            "copied from the epic, '## Tasks / Subtasks' as '- [ ]' checkboxes that cover every "
+            "criterion, Dev Notes, a Change Log table, an empty Dev Agent Record with a File List, "
+            "and an empty QA Results section."
+        )
+        writable = (story_rel,)
+    elif role is Role.DEV:
+        task = (
+            f"Implement story {sid} ({story.title}) as described in {story_rel}. Write the code and "
+            "tests, run the tests, tick every task checkbox you completed, list every file you "
+            "created or changed in the File List, and when all tasks are done set the story's "
+            "Status to Review."
+        )
+        if findings:
+            task += (
+                " QA reviewed a previous attempt and asked for changes: fix every finding listed "
+                "under 'findings' below first (BMAD's apply-qa-fixes)."
+            )
+        writable = ("**",)
+    elif role is Role.QA:
+        task = (
+            f"Review story {sid} ({story.title}) in {story_rel} against its acceptance criteria: "
+            "read the code and tests in its File List and run the tests. Write your decision to "
+            f'the gate file {rel(layout, gate_file)} as YAML with schema: 1, story: "{sid}", '
+            "gate: PASS | CONCERNS | FAIL | WAIVED, status_reason, reviewer, updated, and top_issues "
+            "(each with id, severity, finding, suggested_action). Summarise your review in the "
+            "story's QA Results section. Do not change the story's Status."
+        )
+        writable = (f"{gates_rel}/*", story_rel)
+    else:
+        raise ValueError(f"role_plan does not handle {role}; use fixer_plan")
+    context = _context(
+        [
+            ("role", role.value),
+            ("story", sid),
+            ("story title", story.title),
+            ("story file", story_rel),
+            ("epic file", rel(layout, epic_file)),
+            ("gate file", rel(layout, gate_file)),
+            ("package", guess_package_dir(layout.project)),
+            ("review", ("first" if review_round <= 1 else "again") if role is Role.QA else None),
+            ("findings", findings if role is Role.DEV else None),
+        ]
+    )
+    prompt = "\n\n".join(part for part in (installed, task, context) if part)
+    return RolePlan(role, prompt, _system(role), ROLE_TOOLS[role], writable)
+
+
+def fixer_plan(layout: Layout, gate_name: str, failure: str) -> RolePlan:
+    """A fixer session for a failed quality gate; ``failure`` is the command and its output."""
+    task = (
+        f"The quality gate '{gate_name}' failed. Read its output below, find the cause in the "
+        "project's code or tests and fix it with the smallest correct change. Do not weaken or "
+        "delete tests, and do not change the gate's configuration."
+    )
+    context = _context(
+        [
+            ("role", Role.FIXER.value),
+            ("gate", gate_name),
+            ("package", guess_package_dir(layout.project)),
+            ("gate command", failure),
+        ]
+    )
+    return RolePlan(
+        Role.FIXER,
+        f"{task}\n\n{context}",
+        _system(Role.FIXER),
+        ROLE_TOOLS[Role.FIXER],
+        ("**",),
+    )

@@ -1,0 +1,658 @@
+"""The story cycle and the quality gates: code decides every transition from what is on disk.
+
+A :class:`StoryCycle` takes one story from "no file" to done (or failed/blocked) following the
+decision table of CONTRACT.md. Each phase is one agent session in its own task group (the session
+task and a relay that writes the transcript and activity events), then a check of the expected
+change on disk. Nothing here sleeps to "let things settle" and nothing asks a model for a status.
+
+Cancellation: every await is a cancellation point; cancelling a story's scope kills its session
+(see ClaudeAgentRunner) and leaves the store saying which phase was in flight, so ``resume`` re-runs
+exactly that phase from the story's on-disk status.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+import attrs
+
+from ._agent import AgentMessage, AgentRunner, Outcome, Role, SessionResult, SessionSpec
+from ._bmad import (
+    Epic,
+    EpicStory,
+    GateDecision,
+    Layout,
+    QaGate,
+    Story,
+    StoryStatus,
+    find_gate_file,
+    find_story_file,
+    new_story_path,
+    parse_story,
+    read_gate,
+    set_sprint_status,
+    set_story_status,
+)
+from ._config import GateCommand, RunConfig
+from ._errors import BmadError, GateError, ProjectError
+from ._events import (
+    AgentActivity,
+    Event,
+    GateFinished,
+    GateStarted,
+    PhaseFinished,
+    PhaseStarted,
+    RunPaused,
+    RunResumed,
+    SessionFinished,
+    StoryStatusChanged,
+)
+from ._prompts import RolePlan, fixer_plan, rel, role_plan
+from ._runfiles import RunFiles, TranscriptWriter
+from ._store import Store
+
+__all__ = ["BudgetSpent", "GateReport", "RunAbort", "RunServices", "StoryCycle", "StoryReport"]
+
+log = logging.getLogger("bmad_trio.workflow")
+
+_RETRYABLE_API = frozenset({"rate_limit", "overloaded", "server_error", "usage_limit", "unknown"})
+_MAX_API_RETRIES = 8
+_FINDINGS_LIMIT = 6000
+
+
+class RunAbort(BmadError):
+    """Stop the whole run (no new sessions): e.g. the API refused the credentials."""
+
+
+class BudgetSpent(RunAbort):
+    """The run's budget is spent; no new session may start."""
+
+
+@attrs.frozen(kw_only=True)
+class StoryReport:
+    """How one story ended (one entry of ``RunReport.stories``)."""
+
+    story_id: str
+    title: str
+    status: str
+    cycles: int
+    cost_usd: float
+    duration_s: float
+    failure_reason: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class GateReport:
+    """How one quality gate ended."""
+
+    name: str
+    passed: bool
+    attempts: int
+    skipped: bool = False
+    detail: str = ""
+
+
+class Budget:
+    """The run's spending cap; sessions get what remains as their own ``max_budget_usd``."""
+
+    def __init__(self, cap_usd: float | None, spent_usd: float = 0.0) -> None:
+        self.cap_usd = cap_usd
+        self.spent_usd = spent_usd
+
+    def remaining(self) -> float | None:
+        return None if self.cap_usd is None else self.cap_usd - self.spent_usd
+
+    def check(self) -> float | None:
+        """What a new session may spend; raises BudgetSpent when nothing is left."""
+        remaining = self.remaining()
+        if remaining is not None and remaining <= 1e-9:
+            raise BudgetSpent(f"the run's budget of ${self.cap_usd:.2f} is spent")
+        return remaining
+
+
+class PauseGate:
+    """Holds new sessions back after a rate or usage limit, until the reset time."""
+
+    def __init__(self, emit: Callable[[Event], Awaitable[None]]) -> None:
+        self._emit = emit
+        self._until = 0.0
+        self._reason = ""
+        self._paused = False
+
+    def pause(self, seconds: float, reason: str) -> None:
+        until = anyio.current_time() + max(0.0, seconds)
+        if until > self._until:
+            self._until, self._reason = until, reason
+
+    async def wait(self) -> None:
+        """Return once no pause is in force; the first waiter emits RunPaused/RunResumed."""
+        while anyio.current_time() < self._until:
+            if not self._paused:
+                self._paused = True
+                wall_until = time.time() + (self._until - anyio.current_time())
+                await self._emit(RunPaused(reason=self._reason, until_ts=wall_until))
+            await anyio.sleep_until(self._until)
+        if self._paused:
+            self._paused = False
+            await self._emit(RunResumed())
+
+
+@attrs.define
+class RunServices:
+    """Everything the story cycles of one run share. Owned by the run; not global."""
+
+    config: RunConfig
+    layout: Layout
+    epic: Epic
+    runner: AgentRunner
+    store: Store
+    files: RunFiles
+    run_id: str
+    emit: Callable[[Event], Awaitable[None]]
+    budget: Budget
+    pause: PauseGate
+    api_backoff_s: float = 30.0
+
+    async def run_session(
+        self,
+        plan: RolePlan,
+        *,
+        story_id: str,
+        cycle: int,
+        phase_id: int | None,
+        run_level: bool = False,
+    ) -> SessionResult:
+        """One agent session in its own task group: the session and its transcript relay.
+
+        Waits out a rate-limit pause first; raises BudgetSpent when nothing is left to spend.
+        Records the session (cost included) in the store even when it was cancelled mid-way.
+        """
+        await self.pause.wait()
+        remaining = self.budget.check()
+        config = self.config
+        spec = SessionSpec(
+            role=plan.role,
+            prompt=plan.prompt,
+            cwd=self.layout.project,
+            label=f"{story_id}-{cycle}-{plan.role.value}",
+            system_prompt=plan.system_prompt,
+            allowed_tools=plan.allowed_tools,
+            writable_paths=plan.writable_paths,
+            model=config.model,
+            permission_mode=config.permission_mode,
+            max_budget_usd=remaining,
+            max_turns=config.max_turns,
+            timeout_s=config.session_timeout,
+            idle_timeout_s=config.idle_timeout,
+        )
+        send, receive = anyio.create_memory_object_stream[AgentMessage](64)
+        writer = self.files.transcript(story_id, cycle, plan.role.value)
+        result: SessionResult | None = None
+        started = time.time()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._relay, receive, writer, story_id, plan.role)
+                with send:
+                    result = await self.runner.run_session(spec, send)
+        finally:
+            receive.close()  # the relay may never have started if we were cancelled at once
+            writer.close()
+            if result is None:  # cancelled: still record that the session ran
+                result = SessionResult(outcome=Outcome.CANCELLED, error="cancelled")
+            self.budget.spent_usd += result.cost_usd
+            await self.store.record_session(
+                self.run_id,
+                None if run_level else story_id,
+                phase_id,
+                plan.role.value,
+                cycle,
+                spec.label,
+                result,
+                rel(self.layout, writer.path),
+                started_at=started,
+            )
+        await self.emit(
+            SessionFinished(
+                story_id=story_id,
+                role=plan.role.value,
+                cycle=cycle,
+                outcome=result.outcome.value,
+                cost_usd=result.cost_usd,
+                duration_s=result.duration_s,
+                input_tokens=result.input_tokens,
+                output_tokens=result.output_tokens,
+                error=result.error,
+            )
+        )
+        return result
+
+    async def _relay(
+        self,
+        receive: anyio.abc.ObjectReceiveStream[AgentMessage],
+        writer: TranscriptWriter,
+        story_id: str,
+        role: Role,
+    ) -> None:
+        async with receive:
+            async for message in receive:
+                writer.write(message)
+                if message.kind == "tool_use" and message.tool is not None:
+                    await self.emit(
+                        AgentActivity(
+                            story_id=story_id,
+                            role=role.value,
+                            tool=message.tool.name,
+                            target=_short_target(self.layout.project, message.tool.target),
+                        )
+                    )
+
+    def handle_outcome(self, result: SessionResult) -> PhaseVerdict:
+        """Decide what a non-OK session means for the run: retry later, a failed attempt, or stop."""
+        if result.outcome is Outcome.OK:
+            return PhaseVerdict.CHECK_DISK
+        if result.outcome is Outcome.BUDGET_EXHAUSTED:
+            if self.budget.cap_usd is not None:
+                raise BudgetSpent(f"the run's budget of ${self.budget.cap_usd:.2f} is spent")
+            return PhaseVerdict.FAILED_ATTEMPT
+        if result.outcome is Outcome.API_ERROR:
+            category = result.api_error_category or "unknown"
+            if category in _RETRYABLE_API:
+                wait = result.retry_after_s if result.retry_after_s else self.api_backoff_s
+                self.pause.pause(wait, f"{category}: {result.error or 'API error'}")
+                return PhaseVerdict.RETRY
+            raise RunAbort(f"the model API refused the request ({category}): {result.error}")
+        return PhaseVerdict.FAILED_ATTEMPT
+
+
+class PhaseVerdict(enum.Enum):
+    CHECK_DISK = "check_disk"
+    FAILED_ATTEMPT = "failed_attempt"
+    RETRY = "retry"
+
+
+def _short_target(project: Path, target: str) -> str:
+    if target.startswith(str(project)):
+        return target[len(str(project)) :].lstrip("/") or "."
+    return target
+
+
+@attrs.define
+class _Disk:
+    path: Path | None
+    story: Story | None
+
+    @property
+    def status(self) -> StoryStatus | None:
+        return self.story.status if self.story else None
+
+
+class StoryCycle:
+    """Takes one story through SM → approval → Dev → QA → decision until done, failed or blocked."""
+
+    def __init__(self, services: RunServices, story: EpicStory, *, cycles: int = 0) -> None:
+        self.s = services
+        self.story = story
+        self.cycles = cycles
+        self._sm_attempts = 0
+        self._api_retries = 0
+        self._findings: str | None = None
+        self._last_status: StoryStatus | None = None
+        self._started = anyio.current_time()
+
+    @property
+    def sid(self) -> str:
+        return self.story.story_id
+
+    async def run(self) -> StoryReport:
+        """Run the cycle to an end state; returns the story's report. Raises RunAbort/BudgetSpent."""
+        config = self.s.config
+        while True:
+            disk = await self._read_disk()
+            status = disk.status
+            await self._note_status(status, disk.path)
+            if status is None:
+                if self._sm_attempts >= config.max_cycles:
+                    return await self._fail(
+                        f"the SM did not write a parseable story file in {self._sm_attempts} attempts",
+                        disk.path,
+                    )
+                self._sm_attempts += 1
+                await self._draft()
+            elif status is StoryStatus.DRAFT:
+                if not config.auto_approve:
+                    return await self._finish(
+                        StoryStatus.BLOCKED,
+                        "the story is a draft awaiting approval (auto_approve is off)",
+                    )
+                await self._approve(disk)
+            elif status in (StoryStatus.READY_FOR_DEV, StoryStatus.IN_PROGRESS):
+                if self.cycles >= config.max_cycles:
+                    return await self._fail(
+                        f"not done after {config.max_cycles} Dev/QA cycles"
+                        + (f"; last findings: {self._findings[:300]}" if self._findings else ""),
+                        disk.path,
+                    )
+                self.cycles += 1
+                await self._develop(disk)
+            elif status is StoryStatus.REVIEW:
+                await self._review(disk)
+            elif status is StoryStatus.DONE:
+                return await self._finish(StoryStatus.DONE, None)
+            else:
+                row = await self.s.store.get_story(self.s.run_id, self.sid)
+                reason = row.failure_reason or f"the story file says {status.value}"
+                return await self._finish(status, reason)
+
+    # -- disk ---------------------------------------------------------------------------------
+
+    async def _read_disk(self) -> _Disk:
+        layout, story = self.s.layout, self.story
+
+        def read() -> _Disk:
+            path = find_story_file(layout, story.story_id, story.title)
+            if path is None:
+                return _Disk(None, None)
+            try:
+                return _Disk(path, parse_story(path))
+            except ProjectError as exc:
+                if self._sm_attempts and not self.cycles:
+                    log.warning("story %s: %s", story.story_id, exc)
+                    return _Disk(path, None)  # the SM wrote something unusable: draft again
+                raise
+
+        return await anyio.to_thread.run_sync(read)
+
+    async def _note_status(self, status: StoryStatus | None, path: Path | None) -> None:
+        if status is None or status == self._last_status:
+            return
+        old, self._last_status = self._last_status, status
+        await self.s.store.update_story(
+            self.s.run_id,
+            self.sid,
+            status=status.value,
+            story_file=rel(self.s.layout, path) if path else None,
+            cycles=self.cycles,
+        )
+        await self.s.emit(
+            StoryStatusChanged(story_id=self.sid, old=old.value if old else None, new=status.value)
+        )
+
+    async def _set_status(self, path: Path, status: StoryStatus) -> None:
+        """Write a status the orchestrator decided (story file, and v6 sprint-status.yaml)."""
+        layout = self.s.layout
+
+        def write() -> None:
+            set_story_status(path, status, project=layout.project)
+            sprint = layout.sprint_status_path
+            if sprint is not None and sprint.is_file():
+                try:
+                    set_sprint_status(sprint, self.sid, status, project=layout.project)
+                except ProjectError as exc:  # no key for this story: the file is the user's
+                    log.warning("sprint status not updated: %s", exc)
+
+        await anyio.to_thread.run_sync(write)
+
+    # -- phases -------------------------------------------------------------------------------
+
+    async def _phase(self, phase: str, plan: RolePlan, cycle: int) -> tuple[bool, int, float]:
+        """Run one session for ``phase``; True when the agent ran to completion (disk unchecked).
+
+        A retryable API failure waits out the pause and runs the session again (not counted).
+        Returns (ran_ok, phase_id, phase_start_wall_time).
+        """
+        while True:
+            started_wall = time.time()
+            phase_id = await self.s.store.start_phase(
+                self.s.run_id, self.sid, phase, plan.role.value, cycle
+            )
+            await self.s.emit(
+                PhaseStarted(story_id=self.sid, phase=phase, role=plan.role.value, cycle=cycle)
+            )
+            result = await self.s.run_session(
+                plan, story_id=self.sid, cycle=cycle, phase_id=phase_id
+            )
+            await self.s.store.update_story(self.s.run_id, self.sid, add_duration=result.duration_s)
+            verdict = self.s.handle_outcome(result)
+            if verdict is PhaseVerdict.RETRY:
+                self._api_retries += 1
+                detail = f"API {result.api_error_category}: {result.error}; retrying after a pause"
+                await self._end_phase(phase_id, phase, cycle, False, detail)
+                if self._api_retries > _MAX_API_RETRIES:
+                    raise RunAbort(f"the model API kept failing: {result.error}")
+                continue
+            if verdict is PhaseVerdict.FAILED_ATTEMPT:
+                detail = f"{result.outcome.value}: {result.error or 'no detail'}"
+                await self._end_phase(phase_id, phase, cycle, False, detail)
+                return False, phase_id, started_wall
+            return True, phase_id, started_wall
+
+    async def _end_phase(
+        self, phase_id: int, phase: str, cycle: int, ok: bool, detail: str
+    ) -> None:
+        await self.s.store.finish_phase(phase_id, ok, detail)
+        await self.s.emit(
+            PhaseFinished(story_id=self.sid, phase=phase, cycle=cycle, ok=ok, detail=detail)
+        )
+
+    def _plan(self, role: Role, story_file: Path, *, review_round: int = 1) -> RolePlan:
+        layout = self.s.layout
+        gate = self._gate_path()
+        return role_plan(
+            layout,
+            role,
+            self.story,
+            story_file=story_file,
+            epic_file=self.s.epic.path,
+            gate_file=gate,
+            review_round=review_round,
+            findings=self._findings if role is Role.DEV else None,
+        )
+
+    def _gate_path(self) -> Path:
+        existing = find_gate_file(self.s.layout, self.sid)
+        return existing or self.s.layout.gates_dir / f"{self.sid}-{self.story.slug}.yml"
+
+    async def _draft(self) -> None:
+        path = new_story_path(self.s.layout, self.sid, self.story.title)
+        ran, phase_id, _ = await self._phase("draft", self._plan(Role.SM, path), self._sm_attempts)
+        if not ran:
+            return
+        disk = await self._read_disk()
+        ok = disk.story is not None
+        detail = "story file written" if ok else "the SM left no parseable story file"
+        await self._end_phase(phase_id, "draft", self._sm_attempts, ok, detail)
+
+    async def _approve(self, disk: _Disk) -> None:
+        assert disk.path is not None
+        phase_id = await self.s.store.start_phase(self.s.run_id, self.sid, "approve", "code", 0)
+        await self.s.emit(PhaseStarted(story_id=self.sid, phase="approve", role="code", cycle=0))
+        await self._set_status(disk.path, StoryStatus.READY_FOR_DEV)
+        await self._end_phase(phase_id, "approve", 0, True, "auto-approved")
+
+    async def _develop(self, disk: _Disk) -> None:
+        assert disk.path is not None
+        if disk.status is StoryStatus.IN_PROGRESS and self._findings is None:
+            self._findings = await self._findings_from_gate()
+        if disk.status is StoryStatus.READY_FOR_DEV:
+            await self._set_status(disk.path, StoryStatus.IN_PROGRESS)
+        ran, phase_id, _ = await self._phase(
+            "develop", self._plan(Role.DEV, disk.path), self.cycles
+        )
+        if not ran:
+            return
+        after = await self._read_disk()
+        story = after.story
+        problems: list[str] = []
+        if story is None:
+            problems.append("the story file no longer parses")
+        else:
+            if story.status is not StoryStatus.REVIEW:
+                problems.append(f"status is {story.status.value}, not review")
+            if story.unchecked_tasks:
+                problems.append(f"{story.unchecked_tasks} task(s) left unticked")
+        ok = not problems
+        detail = "implemented; ready for review" if ok else "; ".join(problems)
+        await self._end_phase(phase_id, "develop", self.cycles, ok, detail)
+        if ok:
+            self._findings = None
+
+    async def _review(self, disk: _Disk) -> None:
+        assert disk.path is not None
+        phases = await self.s.store.phases(self.s.run_id, self.sid)
+        reviews = [p for p in phases if p.phase == "review"]
+        last = phases[-1] if phases else None
+        gate: QaGate | None = None
+        if last is not None and last.phase == "review" and last.ok:
+            gate = await self._read_gate(since=None)  # resumed after QA finished: decide, no re-run
+        else:
+            ran, phase_id, started = await self._phase(
+                "review",
+                self._plan(Role.QA, disk.path, review_round=len(reviews) + 1),
+                max(self.cycles, 1),
+            )
+            if ran:
+                gate = await self._read_gate(since=started)
+            detail = f"gate {gate.gate.value}" if gate else "QA wrote no gate file"
+            if ran or gate is not None:
+                await self._end_phase(
+                    phase_id, "review", max(self.cycles, 1), gate is not None, detail
+                )
+        await self._decide(disk.path, gate)
+
+    async def _read_gate(self, since: float | None) -> QaGate | None:
+        layout, sid = self.s.layout, self.sid
+
+        def read() -> QaGate | None:
+            path = find_gate_file(layout, sid)
+            if path is None or (since is not None and os.stat(path).st_mtime < since - 1.0):
+                return None
+            try:
+                return read_gate(path)
+            except ProjectError as exc:
+                log.warning("story %s: unreadable gate: %s", sid, exc)
+                return None
+
+        return await anyio.to_thread.run_sync(read)
+
+    async def _decide(self, path: Path, gate: QaGate | None) -> None:
+        """The decision table: PASS/WAIVED → done; CONCERNS → done unless strict; else back to Dev."""
+        decision = gate.gate if gate else None
+        done = decision in (GateDecision.PASS, GateDecision.WAIVED) or (
+            decision is GateDecision.CONCERNS and not self.s.config.strict_concerns
+        )
+        if done:
+            await self._set_status(path, StoryStatus.DONE)
+            return
+        self._findings = _findings_text(gate) if gate else "QA wrote no gate file; review again."
+        await self._set_status(path, StoryStatus.IN_PROGRESS)
+
+    async def _findings_from_gate(self) -> str | None:
+        gate = await self._read_gate(since=None)
+        if gate is None or gate.gate in (GateDecision.PASS, GateDecision.WAIVED):
+            return None
+        return _findings_text(gate)
+
+    # -- endings ------------------------------------------------------------------------------
+
+    async def _fail(self, reason: str, path: Path | None) -> StoryReport:
+        if path is not None:
+            try:
+                await self._set_status(path, StoryStatus.FAILED)
+            except ProjectError as exc:
+                log.warning("story %s: could not mark failed on disk: %s", self.sid, exc)
+        return await self._finish(StoryStatus.FAILED, reason)
+
+    async def _finish(self, status: StoryStatus, reason: str | None) -> StoryReport:
+        row = await self.s.store.update_story(
+            self.s.run_id,
+            self.sid,
+            status=status.value,
+            phase=None,
+            cycles=self.cycles,
+            failure_reason=reason,
+        )
+        return StoryReport(
+            story_id=self.sid,
+            title=self.story.title,
+            status=status.value,
+            cycles=self.cycles,
+            cost_usd=row.cost_usd,
+            duration_s=row.duration_s,
+            failure_reason=reason,
+        )
+
+
+def _findings_text(gate: QaGate) -> str:
+    lines = [f"QA gate {gate.gate.value} ({gate.path.name}): {gate.status_reason}".strip()]
+    for issue in gate.top_issues:
+        action = f" → {issue.suggested_action}" if issue.suggested_action else ""
+        lines.append(f"[{issue.severity}] {issue.id}: {issue.finding}{action}")
+    return "\n".join(lines)[:_FINDINGS_LIMIT]
+
+
+async def run_quality_gates(
+    services: RunServices, gates: tuple[GateCommand, ...]
+) -> list[GateReport]:
+    """Run each gate; on failure a fixer session gets its output, then the gate runs again.
+
+    A missing tool is a failed gate with a clear reason, not a crash. Raises RunAbort/BudgetSpent.
+    """
+    from ._quality_gates import format_gate_failure, run_gate
+
+    reports: list[GateReport] = []
+    for gate in gates:
+        attempt = 0
+        while True:
+            attempt += 1
+            await services.emit(GateStarted(name=gate.name, attempt=attempt))
+            phase_id = await services.store.start_phase(
+                services.run_id, None, f"gate:{gate.name}", "code", attempt
+            )
+            try:
+                result = await run_gate(gate, services.layout.project)
+            except GateError as exc:
+                await services.store.finish_phase(phase_id, False, str(exc))
+                await services.emit(
+                    GateFinished(name=gate.name, attempt=attempt, passed=False, detail=str(exc))
+                )
+                reports.append(
+                    GateReport(name=gate.name, passed=False, attempts=attempt, detail=str(exc))
+                )
+                break
+            detail = "passed" if result.passed else _gate_detail(result)
+            await services.store.finish_phase(phase_id, result.passed, detail)
+            await services.emit(
+                GateFinished(name=gate.name, attempt=attempt, passed=result.passed, detail=detail)
+            )
+            if result.passed or attempt > services.config.gate_fix_attempts:
+                reports.append(
+                    GateReport(
+                        name=gate.name, passed=result.passed, attempts=attempt, detail=detail
+                    )
+                )
+                break
+            plan = fixer_plan(services.layout, gate.name, format_gate_failure(result))
+            fix_id = await services.store.start_phase(
+                services.run_id, None, f"gate-fix:{gate.name}", Role.FIXER.value, attempt
+            )
+            fixed = await services.run_session(
+                plan, story_id=f"gate-{gate.name}", cycle=attempt, phase_id=fix_id, run_level=True
+            )
+            verdict = services.handle_outcome(fixed)
+            await services.store.finish_phase(
+                fix_id, verdict is PhaseVerdict.CHECK_DISK, fixed.outcome.value
+            )
+    return reports
+
+
+def _gate_detail(result: object) -> str:
+    exit_code = getattr(result, "exit_code", None)
+    if getattr(result, "timed_out", False):
+        return "timed out"
+    return f"exit code {exit_code}"
