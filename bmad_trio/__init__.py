@@ -1,15 +1,14 @@
-"""bmad-trio: drive BMAD epics through Claude Code with structured concurrency (trio and asyncio)."""
+"""bmad-trio: drive BMAD epics through Claude Code with structured concurrency (trio and asyncio).
 
-from ._agent import AgentMessage as AgentMessage
-from ._agent import AgentRunner as AgentRunner
-from ._agent import Outcome as Outcome
-from ._agent import Role as Role
-from ._agent import SessionResult as SessionResult
-from ._agent import SessionSpec as SessionSpec
-from ._agent import ToolCall as ToolCall
-from ._claude_runner import ClaudeAgentRunner as ClaudeAgentRunner
-from ._config import GateCommand as GateCommand
-from ._config import RunConfig as RunConfig
+Public names are imported on first use (PEP 562), so ``bmad-trio --help`` and ``import bmad_trio``
+stay fast; type checkers see the plain imports below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._errors import AgentAPIError as AgentAPIError
 from ._errors import AgentCLIError as AgentCLIError
 from ._errors import AgentError as AgentError
@@ -20,28 +19,74 @@ from ._errors import GateError as GateError
 from ._errors import PreflightError as PreflightError
 from ._errors import ProjectError as ProjectError
 from ._errors import StateError as StateError
-from ._events import AgentActivity as AgentActivity
-from ._events import Event as Event
-from ._events import GateFinished as GateFinished
-from ._events import GateStarted as GateStarted
-from ._events import PhaseFinished as PhaseFinished
-from ._events import PhaseStarted as PhaseStarted
-from ._events import RunFinished as RunFinished
-from ._events import RunPaused as RunPaused
-from ._events import RunResumed as RunResumed
-from ._events import RunStarted as RunStarted
-from ._events import SessionFinished as SessionFinished
-from ._events import StoryFinished as StoryFinished
-from ._events import StoryStarted as StoryStarted
-from ._events import StoryStatusChanged as StoryStatusChanged
-from ._run import GateReport as GateReport
-from ._run import Run as Run
-from ._run import RunReport as RunReport
-from ._run import StoryReport as StoryReport
-from ._run import open_run as open_run
-from ._run import run_epic as run_epic
-from ._run import serve_run as serve_run
 from ._version import __version__ as __version__
+
+if TYPE_CHECKING:
+    from ._agent import AgentMessage as AgentMessage
+    from ._agent import AgentRunner as AgentRunner
+    from ._agent import Outcome as Outcome
+    from ._agent import Role as Role
+    from ._agent import SessionResult as SessionResult
+    from ._agent import SessionSpec as SessionSpec
+    from ._agent import ToolCall as ToolCall
+    from ._claude_runner import ClaudeAgentRunner as ClaudeAgentRunner
+    from ._config import GateCommand as GateCommand
+    from ._config import RunConfig as RunConfig
+    from ._events import AgentActivity as AgentActivity
+    from ._events import Event as Event
+    from ._events import GateFinished as GateFinished
+    from ._events import GateStarted as GateStarted
+    from ._events import PhaseFinished as PhaseFinished
+    from ._events import PhaseStarted as PhaseStarted
+    from ._events import RunFinished as RunFinished
+    from ._events import RunPaused as RunPaused
+    from ._events import RunResumed as RunResumed
+    from ._events import RunStarted as RunStarted
+    from ._events import SessionFinished as SessionFinished
+    from ._events import StoryFinished as StoryFinished
+    from ._events import StoryStarted as StoryStarted
+    from ._events import StoryStatusChanged as StoryStatusChanged
+    from ._run import GateReport as GateReport
+    from ._run import Run as Run
+    from ._run import RunReport as RunReport
+    from ._run import StoryReport as StoryReport
+    from ._run import open_run as open_run
+    from ._run import run_epic as run_epic
+    from ._run import serve_run as serve_run
+
+_LAZY: dict[str, str] = {
+    "AgentMessage": "._agent",
+    "AgentRunner": "._agent",
+    "Outcome": "._agent",
+    "Role": "._agent",
+    "SessionResult": "._agent",
+    "SessionSpec": "._agent",
+    "ToolCall": "._agent",
+    "ClaudeAgentRunner": "._claude_runner",
+    "GateCommand": "._config",
+    "RunConfig": "._config",
+    "AgentActivity": "._events",
+    "Event": "._events",
+    "GateFinished": "._events",
+    "GateStarted": "._events",
+    "PhaseFinished": "._events",
+    "PhaseStarted": "._events",
+    "RunFinished": "._events",
+    "RunPaused": "._events",
+    "RunResumed": "._events",
+    "RunStarted": "._events",
+    "SessionFinished": "._events",
+    "StoryFinished": "._events",
+    "StoryStarted": "._events",
+    "StoryStatusChanged": "._events",
+    "GateReport": "._run",
+    "Run": "._run",
+    "RunReport": "._run",
+    "StoryReport": "._run",
+    "open_run": "._run",
+    "run_epic": "._run",
+    "serve_run": "._run",
+}
 
 __all__ = [
     "AgentAPIError",
@@ -87,3 +132,16 @@ __all__ = [
     "run_epic",
     "serve_run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bmad_trio' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

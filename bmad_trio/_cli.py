@@ -7,11 +7,26 @@ Heavy imports (the SDK, Rich, httpx, trio) happen inside the command functions, 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+
+if TYPE_CHECKING:
+    import anyio
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+    from rich.console import Console
+
+    from ._agent import AgentRunner
+    from ._config import RunConfig
+    from ._events import Event
+    from ._run import RunReport
+    from .testing import FakeAnthropicAPI
 
 __all__ = ["build_parser", "main"]
 
@@ -116,5 +131,417 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    print(f"bmad-trio: '{args.command}' is not available yet", file=sys.stderr)
-    return EXIT_USAGE
+    debug = bool(getattr(args, "debug", False))
+    from ._errors import BmadError
+
+    try:
+        return _COMMANDS[args.command](args)
+    except BmadError as exc:
+        if debug:
+            raise
+        print(f"bmad-trio: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bmad-trio: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+# -- shared helpers ------------------------------------------------------------------------------
+
+
+def _project(args: argparse.Namespace) -> Path:
+    project: Path | None = getattr(args, "project", None)
+    return (project or Path.cwd()).resolve()
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """Command-line run options that were given (flags win over config files)."""
+    names = (
+        "max_cycles",
+        "model",
+        "budget_usd",
+        "skip_gates",
+        "session_timeout",
+        "jobs",
+        "progress",
+        "backend",
+        "notify",
+    )
+    values: dict[str, object] = {n: getattr(args, n, None) for n in names}
+    stories = getattr(args, "stories", None)
+    if stories:
+        values["stories"] = tuple(stories)
+    return values
+
+
+def _load(args: argparse.Namespace, **extra: object) -> RunConfig:
+    from ._config import load_config
+
+    return load_config(
+        _project(args),
+        config_file=getattr(args, "config", None),
+        overrides={**_overrides(args), **extra},
+    )
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _preflight(config: RunConfig, env: dict[str, str]) -> None:
+    """The cheap part of ``doctor`` (CLI present, auth configured) before anything is spent."""
+    from ._doctor import check_auth, find_cli
+    from ._errors import PreflightError
+
+    cli, detail = find_cli(env, config.cli_path)
+    if cli is None:
+        raise PreflightError(f"Claude Code CLI not found: {detail} (run `bmad-trio doctor`)")
+    auth = check_auth(env)
+    if not auth.ok and auth.fatal:
+        raise PreflightError(f"{auth.detail} ({auth.hint})")
+
+
+# -- run / resume / demo -------------------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args, epic=args.epic)
+    env = dict(os.environ)
+    _preflight(config, env)
+    return _run_with_progress(config, resume=False, debug=args.debug)
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    config = _load(args)
+    _preflight(config, dict(os.environ))
+    return _run_with_progress(config, resume=args.run_id or True, debug=args.debug)
+
+
+def _run_with_progress(
+    config: RunConfig,
+    *,
+    resume: str | bool,
+    debug: bool,
+    runner_env: dict[str, str] | None = None,
+    before: Callable[[], Awaitable[AbstractAsyncContextManager[dict[str, str]]]] | None = None,
+    after: Callable[[RunReport], None] | None = None,
+) -> int:
+    """Run (or resume) with live progress; Ctrl-C once cancels cleanly (130), twice exits at once."""
+    import anyio
+
+    mode = config.progress
+    if mode == "auto":
+        mode = "rich" if sys.stdout.isatty() else "plain"
+
+    async def main() -> int:
+        from ._claude_runner import ClaudeAgentRunner
+
+        outcome: list[int] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_watch_signals, tg.cancel_scope)
+            env = dict(runner_env or {})
+            if before is not None:
+                server = await before()
+            else:
+                server = None
+            async with _maybe(server) as server_env:
+                env.update(server_env)
+                async with ClaudeAgentRunner(cli_path=config.cli_path, env=env) as runner:
+                    report = await _drive(config, runner, resume, mode)
+            outcome.append(report.exit_code)
+            if after is not None:
+                after(report)
+            tg.cancel_scope.cancel()
+        return outcome[0] if outcome else EXIT_INTERRUPTED
+
+    try:
+        return anyio.run(main, backend=config.backend)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+class _maybe:
+    """``async with`` an optional context manager that yields extra environment variables."""
+
+    def __init__(self, inner: AbstractAsyncContextManager[dict[str, str]] | None) -> None:
+        self._inner = inner
+
+    async def __aenter__(self) -> dict[str, str]:
+        return await self._inner.__aenter__() if self._inner is not None else {}
+
+    async def __aexit__(self, *exc_info: object) -> bool | None:
+        if self._inner is not None:
+            return await self._inner.__aexit__(*exc_info)  # pyright: ignore[reportArgumentType]
+        return None
+
+
+async def _watch_signals(scope: anyio.CancelScope) -> None:
+    """First SIGINT/SIGTERM: cancel the run (state is saved). Second: exit at once."""
+    import signal
+
+    import anyio
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        count = 0
+        async for _ in signals:
+            count += 1
+            if count == 1:
+                print(
+                    "bmad-trio: interrupting (state is saved; Ctrl-C again to quit now)",
+                    file=sys.stderr,
+                )
+                scope.cancel()
+            else:
+                os._exit(EXIT_INTERRUPTED)
+
+
+async def _drive(
+    config: RunConfig, runner: AgentRunner, resume: str | bool, mode: str
+) -> RunReport:
+    """Start the run and feed its events to the progress display and the notifier."""
+    import anyio
+
+    from ._events import Event
+    from ._run import open_run
+
+    reports: list[RunReport] = []
+    async with anyio.create_task_group() as tg:
+        sinks: list[MemoryObjectSendStream[Event]] = []
+        progress_send, progress_receive = anyio.create_memory_object_stream[Event](512)
+        sinks.append(progress_send)
+        tg.start_soon(_show_progress, mode, config, progress_receive)
+        if config.notify:
+            from ._notify import Notifier
+
+            notifier = Notifier(config.notify)
+            notify_send, notify_receive = anyio.create_memory_object_stream[Event](64)
+            sinks.append(notify_send)
+            tg.start_soon(notifier.run, notify_receive)
+        try:
+            async with open_run(config, runner=runner, resume=resume) as run:
+                async for event in run.events:
+                    for sink in sinks:
+                        await sink.send(event)
+                reports.append(await run.wait())
+        finally:
+            for sink in sinks:
+                sink.close()
+    return reports[0]
+
+
+async def _show_progress(
+    mode: str, config: RunConfig, events: MemoryObjectReceiveStream[Event]
+) -> None:
+    from ._progress import JsonlProgress, PlainProgress, RichProgress
+
+    if mode == "rich":
+        await RichProgress(_console(), max_cycles=config.max_cycles).run(events)
+    elif mode == "jsonl":
+        await JsonlProgress(sys.stdout.write, flush=sys.stdout.flush).run(events)
+    else:
+        await PlainProgress(
+            sys.stdout.write, flush=sys.stdout.flush, max_cycles=config.max_cycles
+        ).run(events)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from ._demo import scaffold_demo, where_to_look
+
+    directory = args.dir.resolve() if args.dir else Path(tempfile.mkdtemp(prefix="bmad-trio-demo-"))
+    demo = scaffold_demo(directory)
+    out = sys.stdout
+    if args.no_run:
+        print(f"Scaffolded the demo project in {demo.root}\n", file=out)
+        print(demo.instructions(), file=out)
+        return EXIT_OK
+    print(f"bmad-trio demo: sample project in {demo.root} (scripted model, real Claude Code CLI)")
+    extra = {"epic": demo.epic_path}
+    project_args = argparse.Namespace(**{**vars(args), "project": demo.root})
+    config = _load(project_args, **extra)
+
+    async def start_server() -> AbstractAsyncContextManager[dict[str, str]]:
+        from .testing import FakeAnthropicAPI, bmad_actor_scenario
+
+        return _ServerEnv(FakeAnthropicAPI(bmad_actor_scenario(set(demo.fail_first_review))))
+
+    def show(report: RunReport) -> None:
+        print(f"\nDemo run {report.run_id}: {report.status}, ${report.cost_usd:.4f} (scripted)")
+        print("Where to look:")
+        for line in where_to_look(demo, report.run_id):
+            print(f"  {line}")
+
+    return _run_with_progress(
+        config, resume=False, debug=args.debug, before=start_server, after=show
+    )
+
+
+class _ServerEnv:
+    """Runs the scripted model server for the demo; yields the env that points the CLI at it."""
+
+    def __init__(self, api: FakeAnthropicAPI) -> None:
+        self._api = api
+
+    async def __aenter__(self) -> dict[str, str]:
+        await self._api.__aenter__()
+        return self._api.env()
+
+    async def __aexit__(self, *exc_info: object) -> bool | None:
+        return await self._api.__aexit__(*exc_info)  # pyright: ignore[reportArgumentType]
+
+
+# -- status / plan -------------------------------------------------------------------------------
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import anyio
+
+    project = _project(args)
+
+    async def collect() -> dict[str, Any]:
+        from ._errors import StateError
+        from ._store import open_store, state_db_path
+
+        if not state_db_path(project).is_file():
+            raise StateError(f"{project}: no bmad-trio runs here yet")
+        async with open_store(project) as store:
+            run_id = args.run_id or await store.latest_run_id()
+            if run_id is None:
+                raise StateError(f"{project}: no bmad-trio runs here yet")
+            run = await store.get_run(run_id)
+            stories = await store.stories(run_id)
+            sessions = await store.sessions(run_id)
+        return {
+            "run_id": run.run_id,
+            "epic": run.epic,
+            "status": run.status,
+            "failure_reason": run.failure_reason,
+            "cost_usd": round(sum(s.cost_usd for s in sessions), 6),
+            "sessions": len(sessions),
+            "duration_s": round(sum(s.duration_s for s in stories), 3),
+            "stories": [
+                {
+                    "story_id": s.story_id,
+                    "title": s.title,
+                    "status": s.status,
+                    "phase": s.phase,
+                    "cycles": s.cycles,
+                    "cost_usd": round(s.cost_usd, 6),
+                    "duration_s": round(s.duration_s, 3),
+                    "failure_reason": s.failure_reason,
+                }
+                for s in stories
+            ],
+        }
+
+    data = anyio.run(collect)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(title=f"run {data['run_id']}: {data['status']}", title_justify="left")
+    for column in ("story", "status", "phase", "cycles", "cost", "time", "reason"):
+        table.add_column(
+            column, justify="right" if column in ("cycles", "cost", "time") else "left"
+        )
+    for story in data["stories"]:
+        table.add_row(
+            story["story_id"],
+            story["status"],
+            story["phase"] or "",
+            str(story["cycles"]),
+            f"${story['cost_usd']:.4f}",
+            f"{story['duration_s']:.1f}s",
+            story["failure_reason"] or "",
+        )
+    console = _console()
+    console.print(table)
+    console.print(
+        f"total ${data['cost_usd']:.4f} over {data['sessions']} sessions"
+        + (f"; {data['failure_reason']}" if data["failure_reason"] else "")
+    )
+    return EXIT_OK
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from ._plan import make_plan
+
+    config = _load(args, epic=args.epic)
+    plan = make_plan(config)
+    if args.json:
+        print(json.dumps(plan, indent=2))
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(title=f"plan for {plan['epic']} ({plan['layout']} layout)", title_justify="left")
+    for column in ("story", "title", "file", "status", "depends on", "next"):
+        table.add_column(column)
+    for story in plan["stories"]:
+        table.add_row(
+            story["story_id"],
+            story["title"],
+            story["file"] or "-",
+            story["status"] or "-",
+            ", ".join(story["dependencies"]) or "-",
+            story["next"],
+        )
+    _console().print(table)
+    return EXIT_OK
+
+
+# -- doctor / fake-api ---------------------------------------------------------------------------
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    import anyio
+
+    from ._config import load_config
+    from ._doctor import checks_table, preflight_failed, run_checks
+
+    project = _project(args)
+    config = load_config(project)
+
+    async def check() -> list[Any]:
+        return await run_checks(
+            project, env=dict(os.environ), cli_path=config.cli_path, gates=config.gates
+        )
+
+    results = anyio.run(check)
+    _console().print(checks_table(results))
+    return EXIT_PREFLIGHT if preflight_failed(results) else EXIT_OK
+
+
+def _cmd_fake_api(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .testing import bmad_actor_scenario, load_scenario, serve_fake_api
+
+    scenario = load_scenario(args.scenario) if args.scenario else bmad_actor_scenario()
+
+    async def serve() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_watch_signals, tg.cancel_scope)
+            api = await tg.start(serve_fake_api, args.host, args.port, scenario)
+            print(f"scripted Anthropic API on {api.url} (Ctrl-C stops it)")
+            for key, value in api.env().items():
+                print(f"export {key}={value}")
+            sys.stdout.flush()
+
+    with suppress(KeyboardInterrupt):
+        anyio.run(serve)
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _cmd_run,
+    "resume": _cmd_resume,
+    "status": _cmd_status,
+    "plan": _cmd_plan,
+    "demo": _cmd_demo,
+    "doctor": _cmd_doctor,
+    "fake-api": _cmd_fake_api,
+}

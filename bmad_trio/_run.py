@@ -113,7 +113,7 @@ class _Prepared:
     stories: tuple[EpicStory, ...]
 
 
-def _prepare(config: RunConfig) -> _Prepared:
+def prepare_run(config: RunConfig) -> _Prepared:
     """Validate everything before anything is written (bad input → ConfigError/ProjectError)."""
     if config.epic is None:
         raise ConfigError("no epic given")
@@ -215,7 +215,7 @@ class Run:
             except BaseException:
                 await store.aclose()
                 raise
-        prepared = await anyio.to_thread.run_sync(_prepare, config)
+        prepared = await anyio.to_thread.run_sync(prepare_run, config)
         lock = RunLock.for_project(config.project)
         try:
             lock.acquire()

@@ -8,7 +8,8 @@ import bmad_trio.testing
 
 
 def _public_names(module: object) -> set[str]:
-    names = {name for name in vars(module) if not name.startswith("_")} - {"annotations"}
+    names = {name for name in dir(module) if not name.startswith("_")} - {"annotations"}
+    names -= {"importlib", "TYPE_CHECKING", "Any"}
     return names | ({"__version__"} if hasattr(module, "__version__") else set())
 
 
