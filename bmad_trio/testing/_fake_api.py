@@ -14,8 +14,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncGenerator, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Iterator
 from types import TracebackType
 from urllib.parse import parse_qsl, urlsplit
 
@@ -120,7 +119,7 @@ class FakeAnthropicAPI:
         self._message_count = 0
         self._hits: dict[int, int] = {}
         self._ids = 0
-        self._cm: AbstractAsyncContextManager[FakeAnthropicAPI] | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
 
     # -- public surface -----------------------------------------------------------------------
 
@@ -165,9 +164,20 @@ class FakeAnthropicAPI:
             await listener.serve(self._handle_connection, task_group=tg)
 
     async def __aenter__(self) -> FakeAnthropicAPI:
-        cm = self._lifespan()
-        self._cm = cm
-        return await cm.__aenter__()
+        # A plain __aenter__/__aexit__ pair owns the task group: no async generator ever holds it
+        # across a yield (the failure this project exists to avoid).
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        try:
+            await tg.start(self.serve)
+        except BaseException as exc:
+            self._tg = None
+            tg.cancel_scope.cancel()
+            if await tg.__aexit__(type(exc), exc, exc.__traceback__):
+                raise RuntimeError("the fake API failed to start") from exc
+            raise
+        return self
 
     async def __aexit__(
         self,
@@ -175,24 +185,11 @@ class FakeAnthropicAPI:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        cm = self._cm
-        self._cm = None
-        assert cm is not None, "FakeAnthropicAPI.__aexit__ without __aenter__"
-        return await cm.__aexit__(exc_type, exc, tb)
-
-    @asynccontextmanager
-    async def _lifespan(self) -> AsyncGenerator[FakeAnthropicAPI]:
-        error: Exception | None = None
-        async with anyio.create_task_group() as tg:
-            await tg.start(self.serve)
-            try:
-                yield self
-            except Exception as exc:  # re-raised below, outside the task group: not wrapped
-                error = exc
-            finally:
-                tg.cancel_scope.cancel()
-        if error is not None:
-            raise error
+        tg, self._tg = self._tg, None
+        assert tg is not None, "FakeAnthropicAPI.__aexit__ without __aenter__"
+        tg.cancel_scope.cancel()  # stop serving; the body's own exception passes through unwrapped
+        await tg.__aexit__(None, None, None)
+        return None
 
     # -- connections --------------------------------------------------------------------------
 
