@@ -73,6 +73,8 @@ class RunConfig:
     gate_fix_attempts: int = attrs.field(default=2, validator=_positive)
     gates_after_each_story: bool = False
     permission_mode: PermissionMode = "acceptEdits"
+    rate_limit_backoff: float = attrs.field(default=30.0, validator=_positive)
+    """Seconds new sessions wait after a rate/usage limit that named no reset time."""
     max_turns: int | None = attrs.field(default=200, validator=_positive)
     story_location: str | None = None
     epic_location: str | None = None
@@ -100,6 +102,7 @@ _SCALAR_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "gate_fix_attempts": ((int,), "an integer"),
     "gates_after_each_story": ((bool,), "true or false"),
     "permission_mode": ((str,), "a permission mode"),
+    "rate_limit_backoff": ((int, float), "a number of seconds"),
     "max_turns": ((int,), "an integer"),
     "story_location": ((str,), "a path"),
     "epic_location": ((str,), "a path"),

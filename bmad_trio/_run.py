@@ -282,6 +282,7 @@ class Run:
             emit=emit,
             budget=Budget(config.budget_usd, spent),
             pause=PauseGate(emit),
+            api_backoff_s=config.rate_limit_backoff,
         )
         status: RunStatus = "failed"
         reason: str | None = None

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import anyio
+import attrs
 import pytest
 
 from bmad_trio import ClaudeAgentRunner, RunConfig, SessionFinished, open_run, run_epic
@@ -15,7 +16,17 @@ from bmad_trio._bmad import parse_story
 from bmad_trio._config import load_config
 from bmad_trio._demo import scaffold_demo
 from bmad_trio._store import open_store
-from bmad_trio.testing import FakeAnthropicAPI, bmad_actor_scenario
+from bmad_trio.testing import (
+    ApiRequest,
+    BmadActor,
+    FakeAnthropicAPI,
+    Fault,
+    Reply,
+    Responder,
+    Rule,
+    Scenario,
+    bmad_actor_scenario,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.usefixtures("no_leftover_cli")]
 
@@ -106,3 +117,68 @@ async def test_interrupt_at_a_random_point_then_resume(tmp_path: Path, seed: int
     assert cost_after == pytest.approx(report.cost_usd)
     assert cost_after > cost_before
     assert len(api.message_requests) > requests_before
+
+
+def _scenario(*first: Responder, fail_first_review: frozenset[str] = frozenset()) -> Scenario:
+    """The BMAD actor, after some responders that take precedence."""
+    return Scenario(
+        responders=(*first, BmadActor(fail_first_review=fail_first_review)),
+        default=Reply.text("OK"),
+    )
+
+
+async def test_a_dev_that_never_finishes_fails_while_the_others_complete(tmp_path: Path) -> None:
+    demo = scaffold_demo(tmp_path / "demo")
+    lazy = Rule(prompt_contains="- role: dev\n- story: 1.2", reply=Reply.text("Not today."))
+    config = attrs.evolve(_config(demo.root, demo.epic_path), max_cycles=2)
+    async with FakeAnthropicAPI(_scenario(lazy)) as api, ClaudeAgentRunner(env=api.env()) as runner:
+        report = await run_epic(config, runner=runner)
+    by_id = {s.story_id: s for s in report.stories}
+    assert by_id["1.2"].status == "failed"
+    assert by_id["1.2"].failure_reason == "not done after 2 Dev/QA cycles"
+    assert by_id["1.1"].status == "done"
+    assert by_id["1.3"].status == "done"
+    assert report.status == "failed"
+    assert [g.skipped for g in report.gates] == [True, True]
+
+
+async def test_budget_exhaustion_stops_the_run(tmp_path: Path) -> None:
+    demo = scaffold_demo(tmp_path / "demo")
+    config = attrs.evolve(_config(demo.root, demo.epic_path), budget_usd=0.25)
+    async with (
+        FakeAnthropicAPI(_scenario()) as api,
+        ClaudeAgentRunner(env=api.env()) as runner,
+    ):
+        report = await run_epic(config, runner=runner)
+    assert report.status == "failed"
+    assert report.failure_reason == "the run's budget of $0.25 is spent"
+    _, ok, cost, _ = await _ok_sessions(demo.root)
+    assert sum(ok.values()) < sum(EXPECTED_OK.values())
+    assert cost >= 0.25
+    assert cost < 0.25 + 0.2  # the last session was capped by what remained, not by a full turn
+
+
+async def test_a_429_burst_pauses_new_sessions_and_recovers(tmp_path: Path) -> None:
+    demo = scaffold_demo(tmp_path / "demo")
+
+    def burst(request: ApiRequest) -> Fault | None:
+        return (
+            Fault.http(429, "rate limited", retry_after_s=0) if 3 <= request.number <= 5 else None
+        )
+
+    config = attrs.evolve(
+        _config(demo.root, demo.epic_path), rate_limit_backoff=0.2, stories=("1.1",)
+    )
+    async with (
+        FakeAnthropicAPI(_scenario(burst)) as api,
+        ClaudeAgentRunner(env={**api.env(), "CLAUDE_CODE_MAX_RETRIES": "0"}) as runner,
+        open_run(config, runner=runner) as run,
+    ):
+        kinds = [type(event).__name__ async for event in run.events]
+        report = await run.wait()
+    assert report.status == "done", report.failure_reason
+    assert kinds.count("RunPaused") >= 1
+    assert kinds.index("RunPaused") < kinds.index("RunResumed")
+    assert report.stories[0].cycles == 1  # the failed attempts were not counted as cycles
+    _, ok, _, _ = await _ok_sessions(demo.root)
+    assert ok == Counter({("1.1", "sm"): 1, ("1.1", "dev"): 1, ("1.1", "qa"): 1})
