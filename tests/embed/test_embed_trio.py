@@ -210,3 +210,24 @@ async def test_bad_input_raises_config_error_not_an_exception_group(tmp_path: Pa
         await run_epic(config_for(project, epic=project / "empty.md"), runner=runner)
     assert runner.calls == []
     assert not (project / ".bmad-trio").exists()  # nothing was written
+
+
+@pytest.mark.xfail(
+    reason="open_run.__aexit__ closes run.events under a reader in another task: "
+    "ClosedResourceError instead of the end of the stream",
+    raises=ExceptionGroup,
+    strict=False,  # a race: seen in most runs of 30 attempts, not guaranteed
+)
+@pytest.mark.trio
+async def test_reading_events_from_another_task_ends_cleanly(tmp_path: Path) -> None:
+    # The race needs the reader to be waiting when the run ends; trio's scheduler picks the order
+    # at random, so try often enough to see it.
+    for attempt in range(30):
+        project = make_project(tmp_path / str(attempt), "# Epic 1\n\n## Story 1.1: Hello\n")
+        runner = HangingAgent(("-", "-")).runner()
+        async with trio.open_nursery() as nursery:
+            run: Run = await nursery.start(partial(serve_run, config_for(project), runner=runner))
+            count = 0
+            async for _ in run.events:
+                count += 1
+        assert count > 0
