@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
 
+from ._errors import AgentAPIError, AgentCLIError, AgentError, AgentTimeout
+
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
 
@@ -113,6 +115,25 @@ class SessionResult:
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.OK
+
+    def raise_for_outcome(self) -> None:
+        """Raise the outcome as a :class:`~bmad_trio.AgentError` (nothing for ``ok``).
+
+        API errors become AgentAPIError (category, HTTP status), timeouts AgentTimeout, CLI failures
+        AgentCLIError with the CLI's stderr; budget, max turns and cancellation plain AgentError.
+        """
+        message = self.error or self.outcome.value
+        if self.outcome is Outcome.OK:
+            return
+        if self.outcome is Outcome.API_ERROR:
+            raise AgentAPIError(
+                message, category=self.api_error_category or "unknown", status=self.api_status
+            )
+        if self.outcome is Outcome.TIMEOUT:
+            raise AgentTimeout(message)
+        if self.outcome is Outcome.CLI_ERROR:
+            raise AgentCLIError(message, stderr=self.error or "")
+        raise AgentError(f"{self.outcome.value}: {message}")
 
 
 class AgentRunner(Protocol):

@@ -65,7 +65,7 @@ async def test_text_session_reports_cost_tokens_and_messages(tmp_path: Path) -> 
     assert messages[-1].data["type"] == "ResultMessage"
 
 
-async def test_consecutive_and_concurrent_sessions_leave_nothing_behind(tmp_path: Path) -> None:
+async def test_3_consecutive_and_8_concurrent_sessions_leave_nothing_behind(tmp_path: Path) -> None:
     async with (
         FakeAnthropicAPI(Scenario(default=Reply.text("done"))) as api,
         _runner(api) as runner,
@@ -77,10 +77,10 @@ async def test_consecutive_and_concurrent_sessions_leave_nothing_behind(tmp_path
             concurrent.append(await runner.run_session(_spec(tmp_path, f"parallel {i}")))
 
         async with anyio.create_task_group() as tg:
-            for i in range(3):
+            for i in range(8):
                 tg.start_soon(one, i)
-    assert [r.outcome for r in sequential + concurrent] == [Outcome.OK] * 6
-    assert len(api.message_requests) == 6
+    assert [r.outcome for r in sequential + concurrent] == [Outcome.OK] * 11
+    assert len(api.message_requests) == 11
 
 
 async def test_tools_write_inside_and_are_refused_outside_the_project(tmp_path: Path) -> None:
