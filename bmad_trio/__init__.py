@@ -7,6 +7,7 @@ stay fast; type checkers see the plain imports below.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ._errors import AgentAPIError as AgentAPIError
@@ -132,6 +133,10 @@ __all__ = [
     "run_epic",
     "serve_run",
 ]
+
+# The library logs to "bmad_trio"; like any library it prints nothing unless the application
+# configures logging (the CLI attaches run.log and its own handlers).
+logging.getLogger("bmad_trio").addHandler(logging.NullHandler())
 
 
 def __getattr__(name: str) -> Any:

@@ -50,7 +50,9 @@ class RunConfig:
     """Everything ``bmad-trio run`` takes. Paths are resolved against ``project``."""
 
     epic: Path | None = None
-    """The epic file (or PRD) to run; ``None`` with ``resume``."""
+    """The epic file (or PRD), or an epic number looked up in the layout's epic locations."""
+    epic_number: int | None = None
+    """Which epic of a file holding several (a PRD, v6 ``epics.md``); None: the file's only one."""
     project: Path = attrs.field(factory=Path.cwd, converter=Path)
     max_cycles: int = attrs.field(default=10, validator=_positive)
     model: str | None = None
@@ -86,6 +88,7 @@ class RunConfig:
 # key -> (python type(s) accepted, description for error messages)
 _SCALAR_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "epic": ((str,), "a path"),
+    "epic_number": ((int,), "an integer"),
     "max_cycles": ((int,), "an integer"),
     "model": ((str,), "a string"),
     "budget_usd": ((int, float), "a number"),

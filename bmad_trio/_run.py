@@ -24,11 +24,13 @@ from typing import Any, Literal, cast
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import attrs
 import cattrs
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._agent import AgentRunner
-from ._bmad import Epic, EpicStory, Layout, StoryStatus, detect_layout, parse_epic
+from ._bmad import Epic, EpicStory, Layout, StoryStatus, detect_layout, find_epic, parse_epic
 from ._config import RunConfig
 from ._converter import make_converter
 from ._errors import BmadError, ConfigError, StateError
@@ -49,6 +51,7 @@ from ._workflow import (
 )
 
 __all__ = [
+    "EventStream",
     "GateReport",
     "Run",
     "RunReport",
@@ -115,26 +118,75 @@ class _Prepared:
 
 def prepare_run(config: RunConfig) -> _Prepared:
     """Validate everything before anything is written (bad input → ConfigError/ProjectError)."""
-    if config.epic is None:
-        raise ConfigError("no epic given")
-    epic_path = config.epic if config.epic.is_absolute() else config.project / config.epic
-    if not epic_path.is_file():
-        raise ConfigError(f"{config.epic}: epic file not found")
     layout = detect_layout(
         config.project,
         story_location=config.story_location,
         epic_location=config.epic_location,
         qa_location=config.qa_location,
     )
-    epic = parse_epic(epic_path)
+    epic_arg = config.epic
+    if epic_arg is None and config.epic_number is None:
+        raise ConfigError("no epic given: pass an epic file or an epic number")
+    epic_path = (
+        None
+        if epic_arg is None
+        else (epic_arg if epic_arg.is_absolute() else config.project / epic_arg)
+    )
+    if epic_path is not None and epic_path.is_file():
+        epic = parse_epic(epic_path, number=config.epic_number)
+    elif epic_arg is None or epic_arg.name.isdigit():
+        number = config.epic_number if epic_arg is None else int(epic_arg.name)
+        epic = find_epic(layout, number)
+    else:
+        raise ConfigError(f"{epic_arg}: epic file not found")
     stories = epic.stories
     if config.stories:
         known = {s.story_id for s in epic.stories}
         unknown = [s for s in config.stories if s not in known]
         if unknown:
-            raise ConfigError(f"--story {unknown[0]}: no such story in {epic_path.name}")
+            raise ConfigError(f"--story {unknown[0]}: no such story in {epic.path.name}")
         stories = tuple(s for s in epic.stories if s.story_id in config.stories)
     return _Prepared(config, layout, epic, stories)
+
+
+class EventStream(anyio.abc.ObjectReceiveStream[Event]):
+    """The run's events: a bounded receive stream that closes itself once it has ended.
+
+    Iterate it (``async for event in run.events``) from any task; the iteration ends when the run
+    does. Closing it early is fine: the run goes on and events.jsonl still gets every event.
+    """
+
+    def __init__(self, inner: MemoryObjectReceiveStream[Event]) -> None:
+        self._inner = inner
+        self._ended = False
+
+    async def receive(self) -> Event:
+        if self._ended:
+            raise anyio.EndOfStream
+        try:
+            return await self._inner.receive()
+        except anyio.EndOfStream:
+            self._end()
+            raise
+
+    def _end(self) -> None:
+        self._ended = True
+        self._inner.close()
+
+    def close(self) -> None:
+        """Stop receiving events (the run is not affected)."""
+        self._inner.close()
+
+    async def aclose(self) -> None:
+        self.close()
+        await anyio.lowlevel.checkpoint()
+
+    def finish_if_drained(self) -> None:
+        """Close it once the run has ended, if nothing is buffered and nobody is waiting."""
+        stats = self._inner.statistics()
+        idle = stats.current_buffer_used == 0 and stats.tasks_waiting_receive == 0
+        if stats.open_send_streams == 0 and idle:
+            self._end()
 
 
 class Run:
@@ -150,12 +202,17 @@ class Run:
         event_buffer: int = 256,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        self.config = config
         self._runner = runner
         self._resume = resume
         self._environ = dict(os.environ if environ is None else environ)
-        self._send, self.events = anyio.create_memory_object_stream[Event](event_buffer)
+        self.config: RunConfig = config
+        send, receive = anyio.create_memory_object_stream[Event](event_buffer)
+        self._send: MemoryObjectSendStream[Event] = send
+        self.events: EventStream = EventStream(receive)
+        """Every event of the run, in order; ends when the run ends."""
         self._events_open = True
+        self._detached = False
+        self._blocked_send: anyio.CancelScope | None = None
         self._finished = anyio.Event()
         self._report: RunReport | None = None
         self._error: BaseException | None = None
@@ -173,13 +230,34 @@ class Run:
         return self._report
 
     async def _emit(self, event: Event, files: RunFiles | None) -> None:
+        """Write the event to events.jsonl, then hand it to ``events``' reader.
+
+        While the ``open_run`` block runs, a full buffer holds the run back (backpressure). Once
+        the block is left (:meth:`_detach`), nobody may be reading any more: events that do not fit
+        are dropped from the stream (events.jsonl still has them), so the run never blocks on them.
+        """
         if files is not None:
             files.write_event(event)
-        if self._events_open:
-            try:
+        if not self._events_open:
+            return
+        try:
+            if self._detached:
+                self._send.send_nowait(event)
+                return
+            with anyio.CancelScope() as scope:
+                self._blocked_send = scope
                 await self._send.send(event)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._events_open = False  # the consumer closed its end: keep running
+            self._blocked_send = None
+        except anyio.WouldBlock:
+            pass
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._events_open = False  # the consumer closed its end: keep running
+
+    def _detach(self) -> None:
+        """The ``open_run`` block has ended: stop waiting for an event reader (never close it)."""
+        self._detached = True
+        if self._blocked_send is not None:
+            self._blocked_send.cancel()
 
     async def _main(self, *, task_status: anyio.abc.TaskStatus[Run]) -> None:
         """Prepare (validation errors go to ``task_status``' caller), then run to the end."""
@@ -202,15 +280,13 @@ class Run:
                 run_id = await self._resume_target(store)
                 row = await store.get_run(run_id)
                 stored = config_from_json(row.config_json)
+                # The current config (files + flags) wins; the run's epic and story selection
+                # come from the stored run unless given again.
                 config = attrs.evolve(
-                    stored,
-                    **{
-                        f.name: getattr(config, f.name)
-                        for f in attrs.fields(RunConfig)
-                        if getattr(config, f.name) != f.default
-                        and f.name not in ("project",)
-                        and not (f.name == "epic" and config.epic is None)
-                    },
+                    config,
+                    epic=config.epic or stored.epic,
+                    epic_number=config.epic_number or stored.epic_number,
+                    stories=config.stories or stored.stories,
                 )
             except BaseException:
                 await store.aclose()
@@ -306,14 +382,14 @@ class Run:
             task_status.started(self)
             log.info("run %s started: %d stories", run_id, len(prepared.stories))
             try:
-                await _schedule(services, prepared.stories, stories)
+                await _schedule(services, prepared.stories, stories, gates)
                 all_done = all(r.status == StoryStatus.DONE.value for r in stories.values())
                 if config.skip_gates or not config.gates:
                     pass
                 elif all_done:
-                    gates = await run_quality_gates(services, config.gates)
+                    gates.extend(await run_quality_gates(services, config.gates))
                 else:
-                    gates = [
+                    gates += [
                         GateReport(
                             name=g.name,
                             passed=False,
@@ -386,12 +462,16 @@ async def _report_from_store(store: Store, run_id: str, story: EpicStory) -> Sto
 
 
 async def _schedule(
-    services: RunServices, stories: tuple[EpicStory, ...], reports: dict[str, StoryReport]
+    services: RunServices,
+    stories: tuple[EpicStory, ...],
+    reports: dict[str, StoryReport],
+    gates: list[GateReport],
 ) -> None:
     """Run every story: at most ``jobs`` at once, in epic order, each after its dependencies.
 
     A story whose dependency did not finish done is blocked; a failed story stops the others only
-    with ``stop_on_failure``. RunAbort (budget, refused credentials) stops every story.
+    with ``stop_on_failure``. RunAbort (budget, refused credentials) stops every story. With
+    ``gates_after_each_story`` the quality gates run after each story that ends done.
     """
     config = services.config
     limiter = anyio.CapacityLimiter(config.jobs)
@@ -434,6 +514,8 @@ async def _schedule(
                     failure_reason=report.failure_reason,
                 )
             )
+            if report.status == "done" and config.gates_after_each_story and not config.skip_gates:
+                gates.extend(await run_quality_gates(services, config.gates))
             if report.status != "done" and config.stop_on_failure:
                 abort.append(
                     RunAbort(f"story {story.story_id} {report.status}: {report.failure_reason}")
@@ -527,11 +609,13 @@ class open_run:
         assert tg is not None
         if exc is not None:
             tg.cancel_scope.cancel()
-        self._run.events.close()  # nobody reads events any more: the run must not block on them
+        self._run._detach()  # pyright: ignore[reportPrivateUsage] - the run must not block on events
         try:
             return await tg.__aexit__(exc_type, exc, tb)
         except BaseException as group:
             raise _unwrap(group) from None
+        finally:
+            self._run.events.finish_if_drained()
 
 
 def _unwrap(exc: BaseException) -> BaseException:

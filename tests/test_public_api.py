@@ -9,7 +9,7 @@ import bmad_trio.testing
 
 def _public_names(module: object) -> set[str]:
     names = {name for name in dir(module) if not name.startswith("_")} - {"annotations"}
-    names -= {"importlib", "TYPE_CHECKING", "Any"}
+    names -= {"importlib", "logging", "TYPE_CHECKING", "Any"}
     return names | ({"__version__"} if hasattr(module, "__version__") else set())
 
 

@@ -242,3 +242,50 @@ async def test_a_second_run_on_the_same_project_is_refused(tmp_path: Path) -> No
         run.events.close()
         report = await run.wait()
     assert report.status == "done"
+
+
+async def test_an_epic_is_chosen_by_number_from_a_file_with_several(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    prd = project / "docs" / "prd.md"
+    text = (project / "docs" / "prd" / "epic-1.md").read_text()
+    prd.write_text(
+        text + "\n## Epic 2: Second\n\n### Story 2.1: Other\nAs a user, I want x, so that y.\n"
+    )
+    agent = DiskAgent()
+    report = await run_epic(_config(project, epic=prd, epic_number=2), runner=agent.runner())
+    assert [s.story_id for s in report.stories] == ["2.1"]
+    assert report.status == "done"
+
+
+async def test_an_epic_number_is_looked_up_in_the_layout(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    report = await run_epic(_config(project, epic=Path("1")), runner=DiskAgent().runner())
+    assert [s.story_id for s in report.stories] == ["1.1", "1.2", "1.3"]
+
+
+async def test_gates_after_each_story(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    gates = (GateCommand("ok", (sys.executable, "-c", "pass"), 60),)
+    report = await run_epic(
+        _config(project, skip_gates=False, gates=gates, gates_after_each_story=True),
+        runner=DiskAgent().runner(),
+    )
+    assert report.status == "done"
+    assert [g.name for g in report.gates] == ["ok"] * 4  # after each of 3 stories, then at the end
+
+
+async def test_resume_takes_the_current_config_and_the_stored_epic(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    agent = DiskAgent(lazy_dev={"1.1"})
+    first = await run_epic(_config(project, max_cycles=1, stories=("1.1",)), runner=agent.runner())
+    assert first.stories[0].status == "failed"
+    # the user fixes the story by hand (back to in progress) and resumes with more cycles
+    story = project / "docs" / "stories" / "1.1.story.md"
+    story.write_text(story.read_text().replace("\nFailed\n", "\nInProgress\n"))
+    agent.lazy_dev.clear()
+    resumed = await run_epic(
+        _config(project, epic=None, max_cycles=5), runner=agent.runner(), resume=True
+    )
+    assert resumed.run_id == first.run_id
+    assert [s.story_id for s in resumed.stories] == ["1.1"]  # the stored selection
+    assert resumed.stories[0].status == "done"

@@ -109,12 +109,12 @@ class FakeAnthropicAPI:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.scenario = scenario if scenario is not None else Scenario()
+        self.scenario: Scenario = scenario if scenario is not None else Scenario()
         self.host = host
-        self.port = port
+        self.port: int = port
         self.requests: list[ApiRequest] = []
         """Every request received, oldest first (headers redacted)."""
-        self.connections_accepted = 0
+        self.connections_accepted: int = 0
         """How many TCP connections the server has accepted (keep-alive reuses one)."""
         self._message_count = 0
         self._hits: dict[int, int] = {}

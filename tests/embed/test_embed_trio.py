@@ -212,12 +212,6 @@ async def test_bad_input_raises_config_error_not_an_exception_group(tmp_path: Pa
     assert not (project / ".bmad-trio").exists()  # nothing was written
 
 
-@pytest.mark.xfail(
-    reason="open_run.__aexit__ closes run.events under a reader in another task: "
-    "ClosedResourceError instead of the end of the stream",
-    raises=ExceptionGroup,
-    strict=False,  # a race: seen in most runs of 30 attempts, not guaranteed
-)
 @pytest.mark.trio
 async def test_reading_events_from_another_task_ends_cleanly(tmp_path: Path) -> None:
     # The race needs the reader to be waiting when the run ends; trio's scheduler picks the order
