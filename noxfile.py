@@ -12,6 +12,7 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 TEST_DEPS = nox.project.dependency_groups(PYPROJECT, "test")
 LINT_DEPS = nox.project.dependency_groups(PYPROJECT, "lint")
 TYPECHECK_DEPS = nox.project.dependency_groups(PYPROJECT, "typecheck")
+BENCH_DEPS = nox.project.dependency_groups(PYPROJECT, "bench")
 
 
 def _install_project(session: nox.Session, *extra: str) -> None:
@@ -62,8 +63,8 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks (real CLI against the scripted server); writes bench/results/."""
-    _install_project(session)
+    """Benchmarks (real CLI against the scripted server); writes bench/results/ and docs/images/."""
+    _install_project(session, *BENCH_DEPS)
     session.run("python", "-m", "bench", *session.posargs)
 
 

@@ -318,7 +318,10 @@ class ClaudeAgentRunner:
                 state.idle_deadline = anyio.current_time() + spec.idle_timeout_s
                 for agent_message in self._observe(message, state):
                     if messages is not None:
-                        await messages.send(agent_message)
+                        try:
+                            await messages.send(agent_message)
+                        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                            messages = None  # nobody listens any more: keep draining the SDK
                 if isinstance(message, ResultMessage):
                     state.result = message
         except ClaudeSDKError as exc:

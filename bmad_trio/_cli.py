@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ._agent import AgentRunner
     from ._config import RunConfig
     from ._events import Event
-    from ._run import RunReport
+    from ._run import Run, RunReport
     from .testing import FakeAnthropicAPI
 
 __all__ = ["build_parser", "main"]
@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = commands.add_parser("run", help="run every story of an epic until done, then the gates")
-    run.add_argument("epic", type=Path, metavar="EPIC", help="the epic file (or a PRD with epics)")
+    run.add_argument(
+        "epic", type=Path, metavar="EPIC", help="the epic file (or a PRD with epics), or its number"
+    )
     _add_project(run)
     _add_run_options(run)
 
@@ -102,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     plan = commands.add_parser("plan", help="dry run: what would run next; no model calls")
-    plan.add_argument("epic", type=Path, metavar="EPIC")
+    plan.add_argument(
+        "epic", type=Path, metavar="EPIC", help="the epic file (or a PRD with epics), or its number"
+    )
     _add_project(plan)
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     plan.add_argument("--config", type=Path, metavar="FILE", help="extra config file (TOML)")
@@ -132,18 +136,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     debug = bool(getattr(args, "debug", False))
-    from ._errors import BmadError
+    import logging
 
+    from ._errors import BmadError, unwrap_single
+
+    if not debug:  # the SDK logs warnings about tasks we cancel on purpose; they belong in run.log
+        logging.getLogger("claude_agent_sdk").addHandler(logging.NullHandler())
+        logging.getLogger("claude_agent_sdk").propagate = False
     try:
         return _COMMANDS[args.command](args)
-    except BmadError as exc:
-        if debug:
+    except BrokenPipeError:  # e.g. `bmad-trio status --json | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's final flush
+        return EXIT_OK
+    except BaseException as exc:
+        error = unwrap_single(exc)
+        if isinstance(error, KeyboardInterrupt):
+            print("bmad-trio: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if not isinstance(error, BmadError) or debug:
             raise
-        print(f"bmad-trio: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("bmad-trio: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"bmad-trio: error: {error}", file=sys.stderr)
+        return error.exit_code
 
 
 # -- shared helpers ------------------------------------------------------------------------------
@@ -207,7 +220,10 @@ def _preflight(config: RunConfig, env: dict[str, str]) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from ._run import prepare_run
+
     config = _load(args, epic=args.epic)
+    prepare_run(config)  # bad input is exit 2 before the preflight's exit 3
     env = dict(os.environ)
     _preflight(config, env)
     return _run_with_progress(config, resume=False, debug=args.debug)
@@ -224,11 +240,14 @@ def _run_with_progress(
     *,
     resume: str | bool,
     debug: bool,
-    runner_env: dict[str, str] | None = None,
-    before: Callable[[], Awaitable[AbstractAsyncContextManager[dict[str, str]]]] | None = None,
-    after: Callable[[RunReport], None] | None = None,
+    before: Callable[[], AbstractAsyncContextManager[dict[str, str]]] | None = None,
+    after: Callable[[RunReport, str], None] | None = None,
 ) -> int:
-    """Run (or resume) with live progress; Ctrl-C once cancels cleanly (130), twice exits at once."""
+    """Run (or resume) with live progress; Ctrl-C once cancels cleanly (130), twice exits at once.
+
+    ``before`` makes a context manager whose value is extra runner environment (the demo's
+    scripted server); ``after`` gets the report and the progress mode.
+    """
     import anyio
 
     mode = config.progress
@@ -238,23 +257,19 @@ def _run_with_progress(
     async def main() -> int:
         from ._claude_runner import ClaudeAgentRunner
 
-        outcome: list[int] = []
+        run_scope = anyio.CancelScope()
+        reports: list[RunReport] = []
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch_signals, tg.cancel_scope)
-            env = dict(runner_env or {})
-            if before is not None:
-                server = await before()
-            else:
-                server = None
-            async with _maybe(server) as server_env:
-                env.update(server_env)
-                async with ClaudeAgentRunner(cli_path=config.cli_path, env=env) as runner:
-                    report = await _drive(config, runner, resume, mode)
-            outcome.append(report.exit_code)
-            if after is not None:
-                after(report)
-            tg.cancel_scope.cancel()
-        return outcome[0] if outcome else EXIT_INTERRUPTED
+            tg.start_soon(_watch_signals, run_scope)
+            async with (
+                _maybe(before() if before else None) as env,
+                ClaudeAgentRunner(cli_path=config.cli_path, env=env) as runner,
+            ):
+                reports.append(await _drive(config, runner, resume, mode, run_scope))
+            tg.cancel_scope.cancel()  # stop watching signals
+        if after is not None:
+            after(reports[0], mode)
+        return reports[0].exit_code
 
     try:
         return anyio.run(main, backend=config.backend)
@@ -277,7 +292,7 @@ class _maybe:
         return None
 
 
-async def _watch_signals(scope: anyio.CancelScope) -> None:
+async def _watch_signals(run_scope: anyio.CancelScope) -> None:
     """First SIGINT/SIGTERM: cancel the run (state is saved). Second: exit at once."""
     import signal
 
@@ -292,21 +307,29 @@ async def _watch_signals(scope: anyio.CancelScope) -> None:
                     "bmad-trio: interrupting (state is saved; Ctrl-C again to quit now)",
                     file=sys.stderr,
                 )
-                scope.cancel()
+                run_scope.cancel()
             else:
                 os._exit(EXIT_INTERRUPTED)
 
 
 async def _drive(
-    config: RunConfig, runner: AgentRunner, resume: str | bool, mode: str
+    config: RunConfig,
+    runner: AgentRunner,
+    resume: str | bool,
+    mode: str,
+    run_scope: anyio.CancelScope,
 ) -> RunReport:
-    """Start the run and feed its events to the progress display and the notifier."""
+    """Run inside ``run_scope`` while sibling tasks show progress and notify.
+
+    Cancelling ``run_scope`` stops only the run: its final events (RunFinished "interrupted") still
+    reach the display, which then prints its summary.
+    """
     import anyio
 
     from ._events import Event
     from ._run import open_run
 
-    reports: list[RunReport] = []
+    run: Run | None = None
     async with anyio.create_task_group() as tg:
         sinks: list[MemoryObjectSendStream[Event]] = []
         progress_send, progress_receive = anyio.create_memory_object_stream[Event](512)
@@ -320,15 +343,31 @@ async def _drive(
             sinks.append(notify_send)
             tg.start_soon(notifier.run, notify_receive)
         try:
-            async with open_run(config, runner=runner, resume=resume) as run:
-                async for event in run.events:
-                    for sink in sinks:
-                        await sink.send(event)
-                reports.append(await run.wait())
+            with run_scope:
+                async with open_run(config, runner=runner, resume=resume) as run:
+                    tg.start_soon(_forward, run.events, sinks)
+                    await run.wait()
         finally:
+            if run is None:  # the run never started: nothing will close the sinks
+                for sink in sinks:
+                    sink.close()
+    report = run.report() if run is not None else None
+    if report is None:
+        raise RuntimeError("the run ended without a report")
+    return report
+
+
+async def _forward(
+    events: AsyncIterable[Event], sinks: list[MemoryObjectSendStream[Event]]
+) -> None:
+    """Copy every event to each sink until the run's stream ends, then close the sinks."""
+    try:
+        async for event in events:
             for sink in sinks:
-                sink.close()
-    return reports[0]
+                await sink.send(event)
+    finally:
+        for sink in sinks:
+            sink.close()
 
 
 async def _show_progress(
@@ -358,21 +397,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"Scaffolded the demo project in {demo.root}\n", file=out)
         print(demo.instructions(), file=out)
         return EXIT_OK
-    print(f"bmad-trio demo: sample project in {demo.root} (scripted model, real Claude Code CLI)")
     extra = {"epic": demo.epic_path}
     project_args = argparse.Namespace(**{**vars(args), "project": demo.root})
     config = _load(project_args, **extra)
+    banner_out = sys.stderr if config.progress == "jsonl" else sys.stdout
+    print(
+        f"bmad-trio demo: sample project in {demo.root} (scripted model, real Claude Code CLI)",
+        file=banner_out,
+    )
 
-    async def start_server() -> AbstractAsyncContextManager[dict[str, str]]:
+    def start_server() -> AbstractAsyncContextManager[dict[str, str]]:
         from .testing import FakeAnthropicAPI, bmad_actor_scenario
 
         return _ServerEnv(FakeAnthropicAPI(bmad_actor_scenario(set(demo.fail_first_review))))
 
-    def show(report: RunReport) -> None:
-        print(f"\nDemo run {report.run_id}: {report.status}, ${report.cost_usd:.4f} (scripted)")
-        print("Where to look:")
+    def show(report: RunReport, mode: str) -> None:
+        out = sys.stderr if mode == "jsonl" else sys.stdout  # keep jsonl output pure JSON
+        print(
+            f"\nDemo run {report.run_id}: {report.status}, ${report.cost_usd:.4f} (scripted)",
+            file=out,
+        )
+        print("Where to look:", file=out)
         for line in where_to_look(demo, report.run_id):
-            print(f"  {line}")
+            print(f"  {line}", file=out)
 
     return _run_with_progress(
         config, resume=False, debug=args.debug, before=start_server, after=show

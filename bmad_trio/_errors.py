@@ -19,6 +19,8 @@ escapes the public API.
 
 from __future__ import annotations
 
+from typing import cast
+
 __all__ = [
     "AgentAPIError",
     "AgentCLIError",
@@ -30,6 +32,7 @@ __all__ = [
     "PreflightError",
     "ProjectError",
     "StateError",
+    "unwrap_single",
 ]
 
 
@@ -99,3 +102,13 @@ class AgentTimeout(AgentError):
 
 class GateError(BmadError):
     """A quality gate could not run at all (as opposed to running and failing)."""
+
+
+def unwrap_single(exc: BaseException) -> BaseException:
+    """The one real error inside (nested) single-member exception groups, else ``exc`` itself."""
+    current: BaseException = exc
+    while True:
+        inner = cast(tuple[BaseException, ...], getattr(current, "exceptions", ()))
+        if len(inner) != 1 or not isinstance(cast(object, current), BaseExceptionGroup):
+            return current
+        current = inner[0]

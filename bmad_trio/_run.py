@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import weakref
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import anyio
 import anyio.abc
@@ -33,12 +34,12 @@ from ._agent import AgentRunner
 from ._bmad import Epic, EpicStory, Layout, StoryStatus, detect_layout, find_epic, parse_epic
 from ._config import RunConfig
 from ._converter import make_converter
-from ._errors import BmadError, ConfigError, StateError
+from ._errors import BmadError, ConfigError, StateError, unwrap_single
 from ._events import Event, RunFinished, RunStarted, StoryFinished, StoryStarted
 from ._lock import RunLock
 from ._redact import Redactor
 from ._runfiles import RunFiles
-from ._store import Store
+from ._store import Store, state_db_path
 from ._workflow import (
     Budget,
     GateReport,
@@ -159,6 +160,9 @@ class EventStream(anyio.abc.ObjectReceiveStream[Event]):
     def __init__(self, inner: MemoryObjectReceiveStream[Event]) -> None:
         self._inner = inner
         self._ended = False
+        # A reader that stops part-way (cancelled, say) owes us no close: the stream is the run's,
+        # so it closes when dropped. Closing it earlier could race with a reader's next receive.
+        weakref.finalize(self, inner.close)
 
     async def receive(self) -> Event:
         if self._ended:
@@ -180,13 +184,6 @@ class EventStream(anyio.abc.ObjectReceiveStream[Event]):
     async def aclose(self) -> None:
         self.close()
         await anyio.lowlevel.checkpoint()
-
-    def finish_if_drained(self) -> None:
-        """Close it once the run has ended, if nothing is buffered and nobody is waiting."""
-        stats = self._inner.statistics()
-        idle = stats.current_buffer_used == 0 and stats.tasks_waiting_receive == 0
-        if stats.open_send_streams == 0 and idle:
-            self._end()
 
 
 class Run:
@@ -275,6 +272,8 @@ class Run:
         redactor = Redactor.from_environ(self._environ)
         store: Store | None = None
         if self._resume is not False:
+            if not state_db_path(config.project).is_file():
+                raise StateError(f"no run to resume in {config.project}")
             store = await Store.open(config.project, redactor=redactor)
             try:
                 run_id = await self._resume_target(store)
@@ -595,8 +594,8 @@ class open_run:
             try:
                 await tg.__aexit__(type(exc), exc, exc.__traceback__)
             except BaseException as group:
-                raise _unwrap(group) from None
-            raise _unwrap(exc) from None
+                raise unwrap_single(group) from None
+            raise unwrap_single(exc) from None
         return self._run
 
     async def __aexit__(
@@ -613,19 +612,7 @@ class open_run:
         try:
             return await tg.__aexit__(exc_type, exc, tb)
         except BaseException as group:
-            raise _unwrap(group) from None
-        finally:
-            self._run.events.finish_if_drained()
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The single real error inside (nested) exception groups, else the group itself."""
-    current: BaseException = exc
-    while True:
-        inner = cast(tuple[BaseException, ...], getattr(current, "exceptions", ()))
-        if len(inner) != 1 or not isinstance(cast(object, current), BaseExceptionGroup):
-            return current
-        current = inner[0]
+            raise unwrap_single(group) from None
 
 
 async def run_epic(
