@@ -281,6 +281,88 @@ async def test_count_tokens_other_paths_and_unknown_paths(caplog: pytest.LogCapt
     assert "/v1/nothing" in caplog.text
 
 
+async def test_models_list_in_anthropics_format() -> None:
+    async with (
+        FakeAnthropicAPI(Scenario(model="claude-opus-4-1")) as api,
+        httpx.AsyncClient(base_url=api.url) as client,
+    ):
+        listed = await client.get("/v1/models", params={"limit": 1})
+        one = await client.get("/v1/models/claude-opus-4-1")
+        missing = await client.get("/v1/models/claude-nope")
+        head = await client.head("/v1/models")
+    assert listed.status_code == 200
+    assert listed.headers["content-type"] == "application/json"
+    assert listed.json() == {
+        "data": [
+            {
+                "type": "model",
+                "id": "claude-opus-4-1",
+                "display_name": "Claude Opus 4.1",
+                "created_at": "2025-09-29T00:00:00Z",
+            }
+        ],
+        "has_more": False,
+        "first_id": "claude-opus-4-1",
+        "last_id": "claude-opus-4-1",
+    }
+    assert one.json() == listed.json()["data"][0]
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "not_found_error"
+    assert (head.status_code, head.content) == (200, b"")
+    assert [r.path for r in api.requests][:1] == ["/v1/models"]
+    assert api.requests[0].query == {"limit": "1"}
+    assert api.message_requests == []
+
+
+async def test_models_default_display_name() -> None:
+    async with FakeAnthropicAPI() as api, httpx.AsyncClient(base_url=api.url) as client:
+        (info,) = (await client.get("/v1/models")).json()["data"]
+    assert (info["id"], info["display_name"]) == ("claude-sonnet-4-5", "Claude Sonnet 4.5")
+
+
+async def test_api_key_check_refuses_other_keys_with_authentication_error() -> None:
+    key = "sk-ant-right-key-0123"
+    async with (
+        FakeAnthropicAPI(Scenario(responders=[Rule(reply=Reply.text("hi"))]), api_key=key) as api,
+        httpx.AsyncClient(base_url=api.url) as client,
+    ):
+        assert api.env()["ANTHROPIC_API_KEY"] == key
+        wrong = await client.post(URL, json=_body(stream=False), headers={"x-api-key": "wrong"})
+        bearer_wrong = await client.get("/v1/models", headers={"authorization": "Bearer nope"})
+        none = await client.get("/v1/models")
+        head = await client.head("/api/hello", headers={"x-api-key": "wrong"})
+        right = await client.post(URL, json=_body(stream=False), headers={"x-api-key": key})
+        bearer = await client.get("/v1/models", headers={"authorization": f"Bearer {key}"})
+        counted = await client.post(
+            "/v1/messages/count_tokens", json=_body(), headers={"x-api-key": key}
+        )
+    for refused in (wrong, bearer_wrong, none):
+        assert refused.status_code == 401
+        assert refused.json() == {
+            "type": "error",
+            "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+        }
+        assert key not in refused.text
+    assert (head.status_code, head.content) == (401, b"")
+    assert right.status_code == 200
+    assert right.json()["content"] == [{"type": "text", "text": "hi"}]
+    assert bearer.status_code == 200
+    assert counted.status_code == 200
+    # refused requests are recorded (redacted) but are not message requests and used no rule
+    assert len(api.requests) == 7
+    assert [r.number for r in api.message_requests] == [1]
+    assert api.requests[0].headers["x-api-key"] == "<redacted>"
+    assert all(key not in json.dumps(dict(r.headers)) for r in api.requests)
+
+
+async def test_without_api_key_any_key_or_none_is_accepted() -> None:
+    async with FakeAnthropicAPI() as api, httpx.AsyncClient(base_url=api.url) as client:
+        assert api.api_key is None
+        plain = await client.get("/v1/models")
+        keyed = await client.get("/v1/models", headers={"x-api-key": "anything"})
+    assert (plain.status_code, keyed.status_code) == (200, 200)
+
+
 async def test_keep_alive_and_concurrent_connections() -> None:
     scenario = Scenario(latency_s=0.2)
     async with FakeAnthropicAPI(scenario) as api, httpx.AsyncClient(base_url=api.url) as client:

@@ -1,14 +1,17 @@
 """FakeAnthropicAPI: a scripted Anthropic Messages API server on loopback (anyio + h11).
 
 The real Claude Code CLI talks to it through ``ANTHROPIC_BASE_URL``. It serves ``POST /v1/messages``
-(SSE streaming and the plain-JSON ``stream=false`` fallback), ``count_tokens`` and a few harmless
-paths; every request is recorded with its secrets redacted. One task per connection, all inside the
+(SSE streaming and the plain-JSON ``stream=false`` fallback), ``count_tokens``, ``GET /v1/models``
+(Anthropic's list format) and a few harmless paths; every request is recorded with its secrets
+redacted. With ``api_key`` set, a request without that key (``x-api-key`` or ``Authorization:
+Bearer``) gets Anthropic's 401 ``authentication_error``. One task per connection, all inside the
 server's own task group: cancelling it (leaving ``async with``) closes the listener and every open
 connection at once, stalled streams included.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import math
@@ -40,6 +43,8 @@ logger = logging.getLogger("bmad_trio.testing.fake_api")
 
 DEFAULT_MODEL = "claude-sonnet-4-5"
 DUMMY_API_KEY = "sk-ant-fake-offline-key"
+MODEL_CREATED_AT = "2025-09-29T00:00:00Z"
+"""``created_at`` of the model ``GET /v1/models`` lists (fixed, so responses are reproducible)."""
 _MAX_BODY = 64 * 1024 * 1024
 _CHUNK = 24
 
@@ -50,6 +55,19 @@ def _estimate_tokens(size: int) -> int:
 
 def _sse(event: str, data: dict[str, object]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _display_name(model: str) -> str:
+    """``claude-sonnet-4-5`` -> ``Claude Sonnet 4.5`` (date suffixes dropped), like the real list."""
+    words: list[str] = []
+    for part in model.split("-"):
+        if part.isdigit() and len(part) == 8:  # a snapshot date
+            continue
+        if part.isdigit() and words and words[-1][-1:].isdigit():
+            words[-1] += f".{part}"
+        else:
+            words.append(part if part.isdigit() else part.capitalize())
+    return " ".join(words) or model
 
 
 def _chunks(text: str, size: int = _CHUNK) -> Iterator[str]:
@@ -100,6 +118,11 @@ class FakeAnthropicAPI:
     ``port`` (default 0: any free port) inside its own task group; ``api.url`` and ``api.env()``
     point the CLI at it. Leaving the block cancels the server: the listener and every connection
     close promptly. :meth:`serve` runs it in a caller's task group instead.
+
+    ``api_key``: when set, every request must carry it (``x-api-key: KEY`` or ``Authorization:
+    Bearer KEY``); any other gets HTTP 401 with Anthropic's ``authentication_error`` body (recorded,
+    but neither counted as a message request nor shown to the scenario). ``env()`` then hands out
+    this key. ``None`` (the default) accepts any key or none.
     """
 
     def __init__(
@@ -108,8 +131,11 @@ class FakeAnthropicAPI:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        api_key: str | None = None,
     ) -> None:
         self.scenario: Scenario = scenario if scenario is not None else Scenario()
+        self.api_key: str | None = api_key
+        """The key every request must carry (``None``: no check)."""
         self.host = host
         self.port: int = port
         self.requests: list[ApiRequest] = []
@@ -136,7 +162,7 @@ class FakeAnthropicAPI:
         """
         return {
             "ANTHROPIC_BASE_URL": self.url,
-            "ANTHROPIC_API_KEY": DUMMY_API_KEY,
+            "ANTHROPIC_API_KEY": self.api_key if self.api_key is not None else DUMMY_API_KEY,
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
             "DISABLE_AUTOUPDATER": "1",
             "DISABLE_TELEMETRY": "1",
@@ -231,10 +257,35 @@ class FakeAnthropicAPI:
                 break
             else:
                 return False
-        request = self._record(event, bytes(body))
+        authorized = self._authorized(event)
+        request = self._record(event, bytes(body), count=authorized)
+        if not authorized:
+            await self._send_json(
+                conn,
+                401,
+                _error_body(401, "invalid x-api-key", error_type="authentication_error"),
+                head=request.method == "HEAD",
+            )
+            return True
         return await self._route(conn, request)
 
-    def _record(self, event: h11.Request, body: bytes) -> ApiRequest:
+    def _authorized(self, event: h11.Request) -> bool:
+        """Whether the request carries ``api_key`` (always true without one)."""
+        if self.api_key is None:
+            return True
+        expected = self.api_key.encode()
+        for name, value in event.headers:
+            if name == b"x-api-key":
+                offered = value.strip()
+            elif name == b"authorization" and value[:7].lower() == b"bearer ":
+                offered = value[7:].strip()
+            else:
+                continue
+            if hmac.compare_digest(offered, expected):
+                return True
+        return False
+
+    def _record(self, event: h11.Request, body: bytes, *, count: bool = True) -> ApiRequest:
         target = event.target.decode("latin-1")
         split = urlsplit(target)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
@@ -246,7 +297,7 @@ class FakeAnthropicAPI:
                 parsed = body.decode("utf-8", "replace")
         method = event.method.decode("ascii", "replace").upper()
         number = 0
-        if method == "POST" and split.path.rstrip("/") == "/v1/messages":
+        if count and method == "POST" and split.path.rstrip("/") == "/v1/messages":
             self._message_count += 1
             number = self._message_count
         request = ApiRequest(
@@ -271,13 +322,10 @@ class FakeAnthropicAPI:
         if request.method in ("GET", "HEAD") and path in ("", "/api/hello", "/v1", "/health"):
             await self._send_json(conn, 200, {"ok": True}, head=request.method == "HEAD")
             return True
-        if request.method == "GET" and path == "/v1/models":
-            model = self.scenario.model or DEFAULT_MODEL
-            data: list[object] = [{"type": "model", "id": model, "display_name": model}]
-            await self._send_json(
-                conn, 200, {"data": data, "has_more": False, "first_id": model, "last_id": model}
-            )
-            return True
+        if request.method in ("GET", "HEAD") and (
+            path == "/v1/models" or path.startswith("/v1/models/")
+        ):
+            return await self._models(conn, request, path)
         logger.warning("fake API: unknown path %s %s", request.method, request.path)
         await self._send_json(
             conn,
@@ -288,6 +336,36 @@ class FakeAnthropicAPI:
         return True
 
     # -- responses ----------------------------------------------------------------------------
+
+    def _model_info(self) -> dict[str, object]:
+        model = self.scenario.model or DEFAULT_MODEL
+        return {
+            "type": "model",
+            "id": model,
+            "display_name": _display_name(model),
+            "created_at": MODEL_CREATED_AT,
+        }
+
+    async def _models(self, conn: _Connection, request: ApiRequest, path: str) -> bool:
+        """``GET /v1/models`` (the list: one model, the scenario's) and ``GET /v1/models/{id}``."""
+        head = request.method == "HEAD"
+        info = self._model_info()
+        if path == "/v1/models":
+            model = str(info["id"])
+            body: dict[str, object] = {
+                "data": [info],
+                "has_more": False,
+                "first_id": model,
+                "last_id": model,
+            }
+            await self._send_json(conn, 200, body, head=head)
+            return True
+        wanted = path.removeprefix("/v1/models/")
+        if wanted == info["id"] and "/" not in wanted:
+            await self._send_json(conn, 200, info, head=head)
+        else:
+            await self._send_json(conn, 404, _error_body(404, f"model: {wanted}"), head=head)
+        return True
 
     def _choose(self, request: ApiRequest) -> Reply | Fault:
         for index, responder in enumerate(self.scenario.responders):
