@@ -8,6 +8,7 @@ beyond reading those files.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,11 +46,15 @@ def _positive(_: object, attribute: attrs.Attribute[Any], value: float | int | N
         raise ConfigError(f"{attribute.name} must be > 0, got {value!r}")
 
 
+def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
 @attrs.frozen(kw_only=True)
 class RunConfig:
     """Everything ``bmad-trio run`` takes. Paths are resolved against ``project``."""
 
-    epic: Path | None = None
+    epic: Path | None = attrs.field(default=None, converter=_optional_path)
     """The epic file (or PRD), or an epic number looked up in the layout's epic locations."""
     epic_number: int | None = None
     """Which epic of a file holding several (a PRD, v6 ``epics.md``); None: the file's only one."""
@@ -81,7 +86,7 @@ class RunConfig:
     story_location: str | None = None
     epic_location: str | None = None
     qa_location: str | None = None
-    cli_path: Path | None = None
+    cli_path: Path | None = attrs.field(default=None, converter=_optional_path)
     """Claude Code CLI to run (default: the one bundled in claude-agent-sdk)."""
 
 

@@ -35,6 +35,8 @@ def _now() -> float:
 
 @attrs.frozen(kw_only=True)
 class RunStarted:
+    """A run (or a resumed run) is under way with these stories."""
+
     run_id: str
     epic: str
     project: str
@@ -46,6 +48,8 @@ class RunStarted:
 
 @attrs.frozen(kw_only=True)
 class StoryStarted:
+    """A story's cycle began; ``status`` is what its file said then."""
+
     story_id: str
     title: str
     status: str
@@ -54,6 +58,8 @@ class StoryStarted:
 
 @attrs.frozen(kw_only=True)
 class PhaseStarted:
+    """A phase of a story began (``role`` is ``code`` for the orchestrator's own steps)."""
+
     story_id: str
     phase: str
     """draft, approve, develop, review, fix, gate-fix."""
@@ -64,6 +70,8 @@ class PhaseStarted:
 
 @attrs.frozen(kw_only=True)
 class AgentActivity:
+    """An agent called a tool; ``target`` is the file or command it touched (redacted)."""
+
     story_id: str
     role: str
     tool: str
@@ -73,6 +81,8 @@ class AgentActivity:
 
 @attrs.frozen(kw_only=True)
 class SessionFinished:
+    """An agent session ended; ``cost_usd`` is that session's own cost."""
+
     story_id: str
     role: str
     cycle: int
@@ -87,6 +97,8 @@ class SessionFinished:
 
 @attrs.frozen(kw_only=True)
 class PhaseFinished:
+    """A phase ended; ``ok`` says whether the expected change is on disk."""
+
     story_id: str
     phase: str
     cycle: int
@@ -97,6 +109,8 @@ class PhaseFinished:
 
 @attrs.frozen(kw_only=True)
 class StoryStatusChanged:
+    """A story's status on disk changed (canonical words)."""
+
     story_id: str
     old: str | None
     new: str
@@ -105,6 +119,8 @@ class StoryStatusChanged:
 
 @attrs.frozen(kw_only=True)
 class StoryFinished:
+    """A story reached an end state: done, failed or blocked."""
+
     story_id: str
     status: str
     cycles: int
@@ -116,6 +132,8 @@ class StoryFinished:
 
 @attrs.frozen(kw_only=True)
 class GateStarted:
+    """A quality gate command started (``attempt`` counts from 1)."""
+
     name: str
     attempt: int
     ts: float = attrs.field(factory=_now)
@@ -123,6 +141,8 @@ class GateStarted:
 
 @attrs.frozen(kw_only=True)
 class GateFinished:
+    """A quality gate ended; ``skipped`` when it could not or need not run."""
+
     name: str
     attempt: int
     passed: bool
@@ -133,6 +153,8 @@ class GateFinished:
 
 @attrs.frozen(kw_only=True)
 class RunPaused:
+    """New sessions wait after a rate or usage limit, until ``until_ts`` (UNIX time)."""
+
     reason: str
     until_ts: float | None = None
     ts: float = attrs.field(factory=_now)
@@ -140,13 +162,16 @@ class RunPaused:
 
 @attrs.frozen(kw_only=True)
 class RunResumed:
+    """The pause is over; new sessions may start."""
+
     ts: float = attrs.field(factory=_now)
 
 
 @attrs.frozen(kw_only=True)
 class RunFinished:
+    """The run ended: ``status`` is done, failed or interrupted."""
+
     status: str
-    """done, failed, interrupted."""
     cost_usd: float
     duration_s: float
     reason: str | None = None
