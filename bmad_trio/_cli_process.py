@@ -21,7 +21,13 @@ import signal
 import tempfile
 from pathlib import Path
 
-__all__ = ["CLIProcesses", "bundled_cli_path"]
+__all__ = [
+    "CLIProcesses",
+    "bundled_cli_path",
+    "orchestrator_pids",
+    "pids_with_env",
+    "tagged_pids",
+]
 
 SESSION_TAG = "BMAD_TRIO_SESSION"
 
@@ -65,7 +71,17 @@ def bundled_cli_path() -> Path | None:
 
 def tagged_pids(tag: str) -> list[int]:
     """Live processes whose environment has ``BMAD_TRIO_SESSION=<tag>`` (zombies have none)."""
-    needle = f"{SESSION_TAG}={tag}".encode()
+    return pids_with_env(SESSION_TAG, tag)
+
+
+def orchestrator_pids(pid: int) -> list[int]:
+    """Live processes started for orchestrator ``pid``: its CLIs, their tools and watchers."""
+    return pids_with_env("BMAD_TRIO_ORCHESTRATOR_PID", str(pid))
+
+
+def pids_with_env(name: str, value: str) -> list[int]:
+    """Live processes (not this one) whose environment has ``name=value``."""
+    needle = f"{name}={value}".encode()
     found: list[int] = []
     own = os.getpid()
     for entry in os.scandir("/proc"):

@@ -503,16 +503,7 @@ async def _schedule(
                 )
                 report = await StoryCycle(services, story, cycles=row.cycles).run()
             reports[story.story_id] = report
-            await services.emit(
-                StoryFinished(
-                    story_id=report.story_id,
-                    status=report.status,
-                    cycles=report.cycles,
-                    cost_usd=report.cost_usd,
-                    duration_s=report.duration_s,
-                    failure_reason=report.failure_reason,
-                )
-            )
+            await services.emit(_story_finished(report))
             if report.status == "done" and config.gates_after_each_story and not config.skip_gates:
                 gates.extend(await run_quality_gates(services, config.gates))
             if report.status != "done" and config.stop_on_failure:
@@ -536,29 +527,23 @@ async def _schedule(
 
 async def _blocked(services: RunServices, story: EpicStory, blockers: list[str]) -> StoryReport:
     reason = "blocked by " + ", ".join(blockers)
-    row = await services.store.update_story(
+    await services.store.update_story(
         services.run_id, story.story_id, status="blocked", failure_reason=reason
     )
-    report = StoryReport(
-        story_id=story.story_id,
-        title=story.title,
-        status="blocked",
-        cycles=row.cycles,
-        cost_usd=row.cost_usd,
-        duration_s=row.duration_s,
-        failure_reason=reason,
-    )
-    await services.emit(
-        StoryFinished(
-            story_id=story.story_id,
-            status="blocked",
-            cycles=row.cycles,
-            cost_usd=row.cost_usd,
-            duration_s=row.duration_s,
-            failure_reason=reason,
-        )
-    )
+    report = await _report_from_store(services.store, services.run_id, story)
+    await services.emit(_story_finished(report))
     return report
+
+
+def _story_finished(report: StoryReport) -> StoryFinished:
+    return StoryFinished(
+        story_id=report.story_id,
+        status=report.status,
+        cycles=report.cycles,
+        cost_usd=report.cost_usd,
+        duration_s=report.duration_s,
+        failure_reason=report.failure_reason,
+    )
 
 
 class open_run:

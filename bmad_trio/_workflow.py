@@ -615,7 +615,9 @@ async def run_quality_gates(
                 services.run_id, None, f"gate:{gate.name}", "code", attempt
             )
             try:
-                result = await run_gate(gate, services.layout.project)
+                result = await run_gate(
+                    gate, services.layout.project, redactor=services.files.redactor
+                )
             except GateError as exc:
                 await services.store.finish_phase(phase_id, False, str(exc))
                 await services.emit(

@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 
+from bmad_trio._cli_process import orchestrator_pids
 from bmad_trio._store import PhaseRow, RunRow, SessionRow, StoryRow, open_store
 from bmad_trio.testing import FakeAnthropicAPI, parse_context
 
@@ -169,19 +170,7 @@ def status_json(project: Path, env: Mapping[str, str]) -> dict[str, Any]:
 def tagged_with_orchestrator(pid: int) -> list[int]:
     """Live processes whose environment says ``BMAD_TRIO_ORCHESTRATOR_PID=<pid>`` (CLI, tools and
     lifeline watchers of that orchestrator; zombies have an empty environment)."""
-    needle = f"BMAD_TRIO_ORCHESTRATOR_PID={pid}".encode()
-    found: list[int] = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as handle:
-                environ = handle.read()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0"):
-            found.append(int(entry.name))
-    return found
+    return orchestrator_pids(pid)
 
 
 def wait_until_untagged(pid: int, timeout: float = 30.0) -> list[int]:

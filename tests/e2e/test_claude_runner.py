@@ -15,7 +15,7 @@ import pytest
 
 from bmad_trio import AgentMessage, Outcome, Role, SessionResult, SessionSpec
 from bmad_trio._claude_runner import ClaudeAgentRunner
-from bmad_trio._cli_process import tagged_pids
+from bmad_trio._cli_process import orchestrator_pids, tagged_pids
 from bmad_trio.testing import FakeAnthropicAPI, Fault, Reply, Rule, Scenario
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.usefixtures("no_leftover_cli")]
@@ -231,28 +231,16 @@ def test_cli_and_tools_die_when_the_orchestrator_is_sigkilled(tmp_path: Path) ->
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
         deadline = time.monotonic() + 10
-        while (set(_sleepers()) - before or _orphans(child.pid)) and time.monotonic() < deadline:
+        while (
+            set(_sleepers()) - before or orchestrator_pids(child.pid)
+        ) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not set(_sleepers()) - before, "the tool survived the orchestrator"
-        assert not _orphans(child.pid), "a CLI survived the orchestrator"
+        assert not orchestrator_pids(child.pid), "a CLI survived the orchestrator"
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
-
-
-def _orphans(orchestrator_pid: int) -> list[int]:
-    needle = f"BMAD_TRIO_ORCHESTRATOR_PID={orchestrator_pid}".encode()
-    found: list[int] = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/environ", "rb") as handle:
-                    if needle in handle.read().split(b"\0"):
-                        found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 def test_tagged_pids_ignores_other_processes() -> None:
