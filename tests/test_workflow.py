@@ -17,12 +17,14 @@ from bmad_trio import (
     ProjectError,
     RunConfig,
     SessionResult,
+    SessionSpec,
     StateError,
     open_run,
     run_epic,
 )
 from bmad_trio._bmad import parse_story
 from bmad_trio._store import open_store
+from bmad_trio.testing import MockAgentRunner
 
 pytestmark = pytest.mark.anyio
 
@@ -289,3 +291,32 @@ async def test_resume_takes_the_current_config_and_the_stored_epic(tmp_path: Pat
     assert resumed.run_id == first.run_id
     assert [s.story_id for s in resumed.stories] == ["1.1"]  # the stored selection
     assert resumed.stories[0].status == "done"
+
+
+async def test_jobs_run_independent_stories_at_once_and_respect_dependencies(
+    tmp_path: Path,
+) -> None:
+    project = make_project(tmp_path)
+    running: set[str] = set()
+    overlaps: list[frozenset[str]] = []
+    order: list[str] = []
+    agent = DiskAgent(delay_s=0.02)
+    inner = agent.handle
+
+    async def tracking(spec: SessionSpec) -> SessionResult:
+        story = spec.label.split("-")[0]
+        if story not in order:
+            order.append(story)
+        running.add(story)
+        overlaps.append(frozenset(running))
+        try:
+            return await inner(spec)
+        finally:
+            running.discard(story)
+
+    report = await run_epic(_config(project, jobs=2), runner=MockAgentRunner(tracking))
+    assert report.status == "done"
+    assert any(len(group) == 2 for group in overlaps)  # two stories really ran at once
+    assert all(len(group) <= 2 for group in overlaps)  # never more than --jobs
+    assert order.index("1.3") > order.index("1.1")  # 1.3 depends on 1.1
+    assert not any({"1.1", "1.3"} <= group for group in overlaps)
