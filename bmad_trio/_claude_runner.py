@@ -219,8 +219,11 @@ class ClaudeAgentRunner:
                 }
             }
 
-        env: dict[str, str] = {**OFFLINE_SAFE_ENV, **self._env, **spec.env, **session_env}
-        if self._isolate_config and "CLAUDE_CONFIG_DIR" not in env:
+        # The user's own values (ANTHROPIC_*, the CLI's variables) pass through unchanged: our
+        # defaults only fill what the environment does not already say.
+        defaults = {k: v for k, v in OFFLINE_SAFE_ENV.items() if k not in os.environ}
+        env: dict[str, str] = {**defaults, **self._env, **spec.env, **session_env}
+        if self._isolate_config and "CLAUDE_CONFIG_DIR" not in {**os.environ, **env}:
             config_dir = processes.directory / "config"
             config_dir.mkdir(exist_ok=True)
             env["CLAUDE_CONFIG_DIR"] = str(config_dir)
