@@ -36,20 +36,13 @@ from ._config import RunConfig
 from ._converter import make_converter
 from ._errors import BmadError, ConfigError, StateError, unwrap_single
 from ._events import Event, RunFinished, RunStarted, StoryFinished, StoryStarted
+from ._gate_phase import run_quality_gates
 from ._lock import RunLock
 from ._redact import Redactor
 from ._runfiles import RunFiles
+from ._services import Budget, GateReport, PauseGate, RunAbort, RunServices, StoryReport
 from ._store import Store, state_db_path
-from ._workflow import (
-    Budget,
-    GateReport,
-    PauseGate,
-    RunAbort,
-    RunServices,
-    StoryCycle,
-    StoryReport,
-    run_quality_gates,
-)
+from ._story_cycle import StoryCycle
 
 __all__ = [
     "EventStream",

@@ -1,33 +1,29 @@
-"""The story cycle and the quality gates: code decides every transition from what is on disk.
+"""The story cycle: code decides every transition from what is on disk.
 
 A :class:`StoryCycle` takes one story from "no file" to done (or failed/blocked) following the
-decision table of CONTRACT.md. Each phase is one agent session in its own task group (the session
-task and a relay that writes the transcript and activity events), then a check of the expected
-change on disk. Nothing here sleeps to "let things settle" and nothing asks a model for a status.
+decision table of CONTRACT.md. Each phase is one agent session (see
+:meth:`RunServices.run_session`), then a check of the expected change on disk. Nothing here sleeps
+to "let things settle" and nothing asks a model for a status.
 
 Cancellation: every await is a cancellation point; cancelling a story's scope kills its session
-(see ClaudeAgentRunner) and leaves the store saying which phase was in flight, so ``resume`` re-runs
-exactly that phase from the story's on-disk status.
+and leaves the store saying which phase was in flight, so ``resume`` re-runs exactly that phase
+from the story's on-disk status.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import attrs
 
-from ._agent import AgentMessage, AgentRunner, Outcome, Role, SessionResult, SessionSpec
+from ._agent import Role
 from ._bmad import (
-    Epic,
     EpicStory,
     GateDecision,
-    Layout,
     QaGate,
     Story,
     StoryStatus,
@@ -39,247 +35,17 @@ from ._bmad import (
     set_sprint_status,
     set_story_status,
 )
-from ._config import GateCommand, RunConfig
-from ._errors import BmadError, GateError, ProjectError
-from ._events import (
-    AgentActivity,
-    Event,
-    GateFinished,
-    GateStarted,
-    PhaseFinished,
-    PhaseStarted,
-    RunPaused,
-    RunResumed,
-    SessionFinished,
-    StoryStatusChanged,
-)
-from ._prompts import RolePlan, fixer_plan, rel, role_plan
-from ._runfiles import RunFiles, TranscriptWriter
-from ._store import Store
+from ._errors import ProjectError
+from ._events import PhaseFinished, PhaseStarted, StoryStatusChanged
+from ._prompts import RolePlan, rel, role_plan
+from ._services import PhaseVerdict, RunAbort, RunServices, StoryReport
 
-__all__ = ["BudgetSpent", "GateReport", "RunAbort", "RunServices", "StoryCycle", "StoryReport"]
+__all__ = ["StoryCycle"]
 
 log = logging.getLogger("bmad_trio.workflow")
 
-_RETRYABLE_API = frozenset({"rate_limit", "overloaded", "server_error", "usage_limit", "unknown"})
 _MAX_API_RETRIES = 8
 _FINDINGS_LIMIT = 6000
-
-
-class RunAbort(BmadError):
-    """Stop the whole run (no new sessions): e.g. the API refused the credentials."""
-
-
-class BudgetSpent(RunAbort):
-    """The run's budget is spent; no new session may start."""
-
-
-@attrs.frozen(kw_only=True)
-class StoryReport:
-    """How one story ended (one entry of ``RunReport.stories``)."""
-
-    story_id: str
-    title: str
-    status: str
-    cycles: int
-    cost_usd: float
-    duration_s: float
-    failure_reason: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class GateReport:
-    """How one quality gate ended."""
-
-    name: str
-    passed: bool
-    attempts: int
-    skipped: bool = False
-    detail: str = ""
-
-
-class Budget:
-    """The run's spending cap; sessions get what remains as their own ``max_budget_usd``."""
-
-    def __init__(self, cap_usd: float | None, spent_usd: float = 0.0) -> None:
-        self.cap_usd = cap_usd
-        self.spent_usd = spent_usd
-
-    def remaining(self) -> float | None:
-        return None if self.cap_usd is None else self.cap_usd - self.spent_usd
-
-    def check(self) -> float | None:
-        """What a new session may spend; raises BudgetSpent when nothing is left."""
-        remaining = self.remaining()
-        if remaining is not None and remaining <= 1e-9:
-            raise BudgetSpent(f"the run's budget of ${self.cap_usd:.2f} is spent")
-        return remaining
-
-
-class PauseGate:
-    """Holds new sessions back after a rate or usage limit, until the reset time."""
-
-    def __init__(self, emit: Callable[[Event], Awaitable[None]]) -> None:
-        self._emit = emit
-        self._until = 0.0
-        self._reason = ""
-        self._paused = False
-
-    def pause(self, seconds: float, reason: str) -> None:
-        until = anyio.current_time() + max(0.0, seconds)
-        if until > self._until:
-            self._until, self._reason = until, reason
-
-    async def wait(self) -> None:
-        """Return once no pause is in force; the first waiter emits RunPaused/RunResumed."""
-        while anyio.current_time() < self._until:
-            if not self._paused:
-                self._paused = True
-                wall_until = time.time() + (self._until - anyio.current_time())
-                await self._emit(RunPaused(reason=self._reason, until_ts=wall_until))
-            await anyio.sleep_until(self._until)
-        if self._paused:
-            self._paused = False
-            await self._emit(RunResumed())
-
-
-@attrs.define
-class RunServices:
-    """Everything the story cycles of one run share. Owned by the run; not global."""
-
-    config: RunConfig
-    layout: Layout
-    epic: Epic
-    runner: AgentRunner
-    store: Store
-    files: RunFiles
-    run_id: str
-    emit: Callable[[Event], Awaitable[None]]
-    budget: Budget
-    pause: PauseGate
-    api_backoff_s: float = 30.0
-
-    async def run_session(
-        self,
-        plan: RolePlan,
-        *,
-        story_id: str,
-        cycle: int,
-        phase_id: int | None,
-        run_level: bool = False,
-    ) -> SessionResult:
-        """One agent session in its own task group: the session and its transcript relay.
-
-        Waits out a rate-limit pause first; raises BudgetSpent when nothing is left to spend.
-        Records the session (cost included) in the store even when it was cancelled mid-way.
-        """
-        await self.pause.wait()
-        remaining = self.budget.check()
-        config = self.config
-        spec = SessionSpec(
-            role=plan.role,
-            prompt=plan.prompt,
-            cwd=self.layout.project,
-            label=f"{story_id}-{cycle}-{plan.role.value}",
-            system_prompt=plan.system_prompt,
-            allowed_tools=plan.allowed_tools,
-            writable_paths=plan.writable_paths,
-            model=config.model,
-            permission_mode=config.permission_mode,
-            max_budget_usd=remaining,
-            max_turns=config.max_turns,
-            timeout_s=config.session_timeout,
-            idle_timeout_s=config.idle_timeout,
-        )
-        send, receive = anyio.create_memory_object_stream[AgentMessage](64)
-        writer = self.files.transcript(story_id, cycle, plan.role.value)
-        result: SessionResult | None = None
-        started = time.time()
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._relay, receive, writer, story_id, plan.role)
-                with send:
-                    result = await self.runner.run_session(spec, send)
-        finally:
-            receive.close()  # the relay may never have started if we were cancelled at once
-            writer.close()
-            if result is None:  # cancelled: still record that the session ran
-                result = SessionResult(outcome=Outcome.CANCELLED, error="cancelled")
-            self.budget.spent_usd += result.cost_usd
-            await self.store.record_session(
-                self.run_id,
-                None if run_level else story_id,
-                phase_id,
-                plan.role.value,
-                cycle,
-                spec.label,
-                result,
-                rel(self.layout, writer.path),
-                started_at=started,
-            )
-        await self.emit(
-            SessionFinished(
-                story_id=story_id,
-                role=plan.role.value,
-                cycle=cycle,
-                outcome=result.outcome.value,
-                cost_usd=result.cost_usd,
-                duration_s=result.duration_s,
-                input_tokens=result.input_tokens,
-                output_tokens=result.output_tokens,
-                error=result.error,
-            )
-        )
-        return result
-
-    async def _relay(
-        self,
-        receive: anyio.abc.ObjectReceiveStream[AgentMessage],
-        writer: TranscriptWriter,
-        story_id: str,
-        role: Role,
-    ) -> None:
-        async with receive:
-            async for message in receive:
-                writer.write(message)
-                if message.kind == "tool_use" and message.tool is not None:
-                    await self.emit(
-                        AgentActivity(
-                            story_id=story_id,
-                            role=role.value,
-                            tool=message.tool.name,
-                            target=_short_target(self.layout.project, message.tool.target),
-                        )
-                    )
-
-    def handle_outcome(self, result: SessionResult) -> PhaseVerdict:
-        """Decide what a non-OK session means for the run: retry later, a failed attempt, or stop."""
-        if result.outcome is Outcome.OK:
-            return PhaseVerdict.CHECK_DISK
-        if result.outcome is Outcome.BUDGET_EXHAUSTED:
-            if self.budget.cap_usd is not None:
-                raise BudgetSpent(f"the run's budget of ${self.budget.cap_usd:.2f} is spent")
-            return PhaseVerdict.FAILED_ATTEMPT
-        if result.outcome is Outcome.API_ERROR:
-            category = result.api_error_category or "unknown"
-            if category in _RETRYABLE_API:
-                wait = result.retry_after_s if result.retry_after_s else self.api_backoff_s
-                self.pause.pause(wait, f"{category}: {result.error or 'API error'}")
-                return PhaseVerdict.RETRY
-            raise RunAbort(f"the model API refused the request ({category}): {result.error}")
-        return PhaseVerdict.FAILED_ATTEMPT
-
-
-class PhaseVerdict(enum.Enum):
-    CHECK_DISK = "check_disk"
-    FAILED_ATTEMPT = "failed_attempt"
-    RETRY = "retry"
-
-
-def _short_target(project: Path, target: str) -> str:
-    if target.startswith(str(project)):
-        return target[len(str(project)) :].lstrip("/") or "."
-    return target
 
 
 @attrs.define
@@ -594,67 +360,3 @@ def _findings_text(gate: QaGate) -> str:
         action = f" → {issue.suggested_action}" if issue.suggested_action else ""
         lines.append(f"[{issue.severity}] {issue.id}: {issue.finding}{action}")
     return "\n".join(lines)[:_FINDINGS_LIMIT]
-
-
-async def run_quality_gates(
-    services: RunServices, gates: tuple[GateCommand, ...]
-) -> list[GateReport]:
-    """Run each gate; on failure a fixer session gets its output, then the gate runs again.
-
-    A missing tool is a failed gate with a clear reason, not a crash. Raises RunAbort/BudgetSpent.
-    """
-    from ._quality_gates import format_gate_failure, run_gate
-
-    reports: list[GateReport] = []
-    for gate in gates:
-        attempt = 0
-        while True:
-            attempt += 1
-            await services.emit(GateStarted(name=gate.name, attempt=attempt))
-            phase_id = await services.store.start_phase(
-                services.run_id, None, f"gate:{gate.name}", "code", attempt
-            )
-            try:
-                result = await run_gate(
-                    gate, services.layout.project, redactor=services.files.redactor
-                )
-            except GateError as exc:
-                await services.store.finish_phase(phase_id, False, str(exc))
-                await services.emit(
-                    GateFinished(name=gate.name, attempt=attempt, passed=False, detail=str(exc))
-                )
-                reports.append(
-                    GateReport(name=gate.name, passed=False, attempts=attempt, detail=str(exc))
-                )
-                break
-            detail = "passed" if result.passed else _gate_detail(result)
-            await services.store.finish_phase(phase_id, result.passed, detail)
-            await services.emit(
-                GateFinished(name=gate.name, attempt=attempt, passed=result.passed, detail=detail)
-            )
-            if result.passed or attempt > services.config.gate_fix_attempts:
-                reports.append(
-                    GateReport(
-                        name=gate.name, passed=result.passed, attempts=attempt, detail=detail
-                    )
-                )
-                break
-            plan = fixer_plan(services.layout, gate.name, format_gate_failure(result))
-            fix_id = await services.store.start_phase(
-                services.run_id, None, f"gate-fix:{gate.name}", Role.FIXER.value, attempt
-            )
-            fixed = await services.run_session(
-                plan, story_id=f"gate-{gate.name}", cycle=attempt, phase_id=fix_id, run_level=True
-            )
-            verdict = services.handle_outcome(fixed)
-            await services.store.finish_phase(
-                fix_id, verdict is PhaseVerdict.CHECK_DISK, fixed.outcome.value
-            )
-    return reports
-
-
-def _gate_detail(result: object) -> str:
-    exit_code = getattr(result, "exit_code", None)
-    if getattr(result, "timed_out", False):
-        return "timed out"
-    return f"exit code {exit_code}"

@@ -1,0 +1,72 @@
+"""The quality gates after the stories: run each command; on failure a fixer session, then again."""
+
+from __future__ import annotations
+
+from ._agent import Role
+from ._config import GateCommand
+from ._errors import GateError
+from ._events import GateFinished, GateStarted
+from ._prompts import fixer_plan
+from ._quality_gates import GateResult, format_gate_failure, run_gate
+from ._services import GateReport, PhaseVerdict, RunServices
+
+__all__ = ["run_quality_gates"]
+
+
+async def run_quality_gates(
+    services: RunServices, gates: tuple[GateCommand, ...]
+) -> list[GateReport]:
+    """Run each gate; on failure a fixer session gets its output, then the gate runs again.
+
+    A missing tool is a failed gate with a clear reason, not a crash. Raises RunAbort/BudgetSpent.
+    """
+    reports: list[GateReport] = []
+    for gate in gates:
+        attempt = 0
+        while True:
+            attempt += 1
+            await services.emit(GateStarted(name=gate.name, attempt=attempt))
+            phase_id = await services.store.start_phase(
+                services.run_id, None, f"gate:{gate.name}", "code", attempt
+            )
+            try:
+                result = await run_gate(
+                    gate, services.layout.project, redactor=services.files.redactor
+                )
+            except GateError as exc:
+                await services.store.finish_phase(phase_id, False, str(exc))
+                await services.emit(
+                    GateFinished(name=gate.name, attempt=attempt, passed=False, detail=str(exc))
+                )
+                reports.append(
+                    GateReport(name=gate.name, passed=False, attempts=attempt, detail=str(exc))
+                )
+                break
+            detail = "passed" if result.passed else _gate_detail(result)
+            await services.store.finish_phase(phase_id, result.passed, detail)
+            await services.emit(
+                GateFinished(name=gate.name, attempt=attempt, passed=result.passed, detail=detail)
+            )
+            if result.passed or attempt > services.config.gate_fix_attempts:
+                reports.append(
+                    GateReport(
+                        name=gate.name, passed=result.passed, attempts=attempt, detail=detail
+                    )
+                )
+                break
+            plan = fixer_plan(services.layout, gate.name, format_gate_failure(result))
+            fix_id = await services.store.start_phase(
+                services.run_id, None, f"gate-fix:{gate.name}", Role.FIXER.value, attempt
+            )
+            fixed = await services.run_session(
+                plan, story_id=f"gate-{gate.name}", cycle=attempt, phase_id=fix_id, run_level=True
+            )
+            verdict = services.handle_outcome(fixed)
+            await services.store.finish_phase(
+                fix_id, verdict is PhaseVerdict.CHECK_DISK, fixed.outcome.value
+            )
+    return reports
+
+
+def _gate_detail(result: GateResult) -> str:
+    return "timed out" if result.timed_out else f"exit code {result.exit_code}"
