@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio
 
 from ._agent import AgentMessage, Outcome, SessionResult, SessionSpec, ToolCall
-from ._cli_process import CLIProcesses
+from ._cli_process import CLIProcesses, tagged_pids
 from ._permissions import tool_denial
 
 if TYPE_CHECKING:
@@ -96,6 +96,19 @@ def _jsonable(value: object) -> object:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
+
+
+async def _kill_and_wait(tag: str, timeout_s: float = 2.0) -> None:
+    """Kill every process of the session and return once none is left (or ``timeout_s`` passed).
+
+    SIGKILL is delivered asynchronously; polling /proc (a few ms a scan) makes "gone" mean gone.
+    """
+    deadline = anyio.current_time() + timeout_s
+    # Polling: these are not our children, so there is no exit event to wait on.
+    while CLIProcesses.kill_session(tag) and anyio.current_time() < deadline:  # noqa: ASYNC110
+        await anyio.sleep(0.01)
+    while tagged_pids(tag) and anyio.current_time() < deadline:  # noqa: ASYNC110
+        await anyio.sleep(0.01)
 
 
 def _category_for(status: int | None, reported: str | None) -> str:
@@ -279,7 +292,8 @@ class ClaudeAgentRunner:
         finally:
             if messages is not None:
                 messages.close()
-            CLIProcesses.kill_session(tag)  # a tool left running in the background dies too
+            with anyio.CancelScope(shield=True):  # a tool left running in the background dies too
+                await _kill_and_wait(tag)
         # The group's own cancel can absorb an outer cancellation on asyncio: surface it here.
         await anyio.lowlevel.checkpoint_if_cancelled()
         return self._result(state, time.monotonic() - wall_start)

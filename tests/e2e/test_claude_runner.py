@@ -41,11 +41,17 @@ def _runner(api: FakeAnthropicAPI, **env: str) -> ClaudeAgentRunner:
     return ClaudeAgentRunner(env={**api.env(), "CLAUDE_CODE_MAX_RETRIES": "0", **env})
 
 
-def _sleepers() -> list[int]:
-    done = subprocess.run(
-        ["pgrep", "-f", "import time; time.sleep\\(60\\)"], capture_output=True, text=True
-    )
-    return [int(p) for p in done.stdout.split()]
+def _sleepers(orchestrator: int | None = None) -> list[int]:
+    """Our slow tools: processes started for this test process (or ``orchestrator``) running one."""
+    found: list[int] = []
+    for pid in orchestrator_pids(orchestrator or os.getpid()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if b"time.sleep(60)" in handle.read():
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
 
 
 async def test_text_session_reports_cost_tokens_and_messages(tmp_path: Path) -> None:
@@ -220,23 +226,20 @@ def test_cli_and_tools_die_when_the_orchestrator_is_sigkilled(tmp_path: Path) ->
             """
         )
     )
-    before = set(_sleepers())
     child = subprocess.Popen([sys.executable, str(script), "trio"])
     try:
         deadline = time.monotonic() + 60
-        while not set(_sleepers()) - before and time.monotonic() < deadline:
+        while not _sleepers(child.pid) and time.monotonic() < deadline:
             assert child.poll() is None, "the orchestrator exited early"
             time.sleep(0.1)
-        assert set(_sleepers()) - before, "the tool never started"
+        assert _sleepers(child.pid), "the tool never started"
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
         deadline = time.monotonic() + 10
-        while (
-            set(_sleepers()) - before or orchestrator_pids(child.pid)
-        ) and time.monotonic() < deadline:
+        while orchestrator_pids(child.pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not set(_sleepers()) - before, "the tool survived the orchestrator"
-        assert not orchestrator_pids(child.pid), "a CLI survived the orchestrator"
+        # the CLI, its Bash tool and the tool's own children all carried the orchestrator's tag
+        assert not orchestrator_pids(child.pid), "a CLI or tool survived the orchestrator"
     finally:
         if child.poll() is None:
             child.kill()
