@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Final
 
 import anyio
@@ -287,20 +288,18 @@ _STATUS_STYLE: Final = {
     "draft": "yellow",
 }
 _BAR_WIDTH: Final = 12
-_WHERE_WIDTH: Final = 26
+_WHERE_WIDTH: Final = 24
 _CYCLE_WIDTH: Final = 5
 _MONEY_WIDTH: Final = 7
 _TIME_WIDTH: Final = 7
-_MIN_ACTIVITY_WIDTH: Final = 12
+_MIN_ACTIVITY_WIDTH: Final = 10
 
 
 def _header(model: ProgressModel, now: float) -> Text:
+    """Clock, cost, progress and pause state first (they must stay visible); epic and run id last."""
     header = Text(no_wrap=True, overflow="ellipsis")
     header.append("bmad-trio ", style="bold")
-    header.append(f"epic {model.epic or '?'}")
-    if model.run_id:
-        header.append(f"  run {model.run_id}", style="dim")
-    header.append(f"  {_clock(model.elapsed(now))}")
+    header.append(_clock(model.elapsed(now)))
     cost = _money(model.cost_usd)
     if model.budget_usd is not None:
         cost += f" / {_money(model.budget_usd)}"
@@ -314,6 +313,9 @@ def _header(model: ProgressModel, now: float) -> Text:
     if model.run_status is not None:
         style = "bold green" if model.run_status == "done" else "bold red"
         header.append(f"  run {model.run_status}", style=style)
+    header.append(f"  epic {Path(model.epic).name if model.epic else '?'}")
+    if model.run_id:
+        header.append(f"  run {model.run_id}", style="dim")
     return header
 
 

@@ -334,15 +334,9 @@ def test_many_stories_on_a_small_terminal() -> None:
     assert_snapshot("many_stories_folded", frame(model, 65.0, max_rows=8))
 
 
-# -- known display bugs (strict xfails: they fail loudly once fixed; then update the snapshots) ----
+# -- the header and rows stay readable on ordinary terminals ---------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bmad_trio/_progress.py _header: the epic path and run id come first and the line is "
-    "cut with an ellipsis, so on a 100-column terminal the done count and a PAUSED notice are "
-    "lost (and with an absolute epic path, as the CLI passes, the clock and cost too)",
-)
 def test_header_keeps_counts_and_pause_on_a_100_column_terminal() -> None:
     model = fold(
         [
@@ -356,11 +350,6 @@ def test_header_keeps_counts_and_pause_on_a_100_column_terminal() -> None:
     assert "resuming in 1m18s" in header
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bmad_trio/_progress.py _story_lines: fixed columns take 69 and the activity column at "
-    "least 12 (_MIN_ACTIVITY_WIDTH), 81 in all: on an 80-column terminal the time column is cut",
-)
 def test_story_rows_fit_an_80_column_terminal() -> None:
     text = frame(fold(mid_run()), 52.3, width=80)
     rows = text.splitlines()[1:5]
