@@ -74,6 +74,8 @@ class _SessionState:
     timed_out: str | None = None
     idle_deadline: float = 0.0
     finished: bool = False
+    stopping: bool = False
+    """Set before we kill the CLI: permission callbacks then never answer (see ``_hold``)."""
 
 
 def _jsonable(value: object) -> object:
@@ -203,9 +205,17 @@ class ClaudeAgentRunner:
                 writable_paths=spec.writable_paths,
             )
 
+        async def hold_if_stopping() -> None:
+            # The SDK answers a permission request from a detached task; if the CLI is being
+            # killed, that answer would hit a dead process and fail outside any scope we own.
+            # Never answering instead lets the SDK cancel the task when it closes the session.
+            if state.stopping:
+                await anyio.sleep_forever()
+
         async def can_use_tool(
             tool_name: str, tool_input: dict[str, Any], _context: ToolPermissionContext
         ) -> PermissionResult:
+            await hold_if_stopping()
             reason = denial(tool_name, tool_input)
             if reason is None:
                 return PermissionResultAllow()
@@ -214,6 +224,7 @@ class ClaudeAgentRunner:
         async def confine(
             hook_input: HookInput, _tool_use_id: str | None, _context: HookContext
         ) -> HookJSONOutput:
+            await hold_if_stopping()
             data = cast(Mapping[str, object], hook_input)
             tool_name = str(data.get("tool_name", ""))
             raw_input = data.get("tool_input")
@@ -292,6 +303,7 @@ class ClaudeAgentRunner:
         finally:
             if messages is not None:
                 messages.close()
+            state.stopping = True
             with anyio.CancelScope(shield=True):  # a tool left running in the background dies too
                 await _kill_and_wait(tag)
         # The group's own cancel can absorb an outer cancellation on asyncio: surface it here.
@@ -315,6 +327,7 @@ class ClaudeAgentRunner:
                     break
         finally:
             if not state.finished:
+                state.stopping = True
                 CLIProcesses.kill_session(tag)
 
     async def _read_stream(
