@@ -12,5 +12,8 @@ Modules:
 - :mod:`bench.original_design` — a small re-creation of the design bmad-trio replaces.
 - :mod:`bench.procs` — /proc scans: tagged processes, RSS, the CPU model.
 - :mod:`bench.cases` — one measurement each (epic run, cancellation, start-up).
+- :mod:`bench.server` — the scripted server alone (req/s, latency) and the one-turn session floor.
+- :mod:`bench.boundary` — ``ClaudeAgentRunner`` vs plain ``query()``: per-session overhead and
+  cancel-to-gone.
 - :mod:`bench.report` — fits, the Markdown table and the plots.
 """

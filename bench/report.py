@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["fit", "growth", "markdown", "plot"]
 
@@ -81,15 +81,27 @@ def markdown(data: dict[str, Any]) -> str:
     lines += [
         f"Machine: {machine['nproc']} CPUs ({machine['cpu_model']}), Python {machine['python']}, "
         f"claude-agent-sdk {machine['claude_agent_sdk']}, Claude Code CLI {machine['claude_cli']}; "
-        f"model latency {params['latency_s']:g} s per request; backend {params['backend']}; "
-        f"run {data['timestamp']}.",
-        "",
-        "**Overhead** (bmad-trio, jobs 1): epic wall time ÷ sum of its sessions' CLI wall times",
-        "",
-        "| stories | wall s | Σ sessions s | ratio | overhead ms/story | sessions | model calls "
-        "| first request after run start s | orchestrator peak RSS MB | ru_maxrss MB |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        + (
+            f"model latency {params['latency_s']:g} s per request; backend {params['backend']}; "
+            if data["new"] or data["original"] or data["cancel"]
+            else "trio backend in the bench process; "
+        )
+        + f"run {data['timestamp']}.",
     ]
+    if "loadavg_at_end" in machine:
+        lines[-1] += (
+            f" Load average {_load(machine.get('loadavg_at_start'))} at the start, "
+            f"{_load(machine.get('loadavg_at_end'))} at the end."
+        )
+    if data["new"]:
+        lines += [
+            "",
+            "**Overhead** (bmad-trio, jobs 1): epic wall time ÷ sum of its sessions' CLI wall times",
+            "",
+            "| stories | wall s | Σ sessions s | ratio | overhead ms/story | sessions | model calls "
+            "| first request after run start s | orchestrator peak RSS MB | ru_maxrss MB |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
     for c in data["new"]:
         if "error" in c:
             lines.append(f"| {c['stories']} | error: {c['error'].splitlines()[0]} |")
@@ -148,13 +160,14 @@ def markdown(data: dict[str, Any]) -> str:
                 f"| {code} | {_f(c['cli_rss_per_session_kb'], 0, 1 / 1024)} "
                 f"| {_f(c['tagged_rss_max_kb'], 0, 1 / 1024)} |"
             )
-    s = data["startup"]
-    lines += [
-        "",
-        f"**Start-up**: `{s['command']}` median {_f(s['help_median_s'], 3)} s over {s['runs']} runs "
-        f"(min {_f(s['help_min_s'], 3)}, max {_f(s['help_max_s'], 3)}); bare `python -c pass` "
-        f"{_f(s['python_baseline_median_s'], 3)} s.",
-    ]
+    s = data.get("startup")
+    if s:
+        lines += [
+            "",
+            f"**Start-up**: `{s['command']}` median {_f(s['help_median_s'], 3)} s over "
+            f"{s['runs']} runs (min {_f(s['help_min_s'], 3)}, max {_f(s['help_max_s'], 3)}); "
+            f"bare `python -c pass` {_f(s['python_baseline_median_s'], 3)} s.",
+        ]
     if any(g.get("slope") is not None for g in data["growth"].values()):
         lines += [
             "",
@@ -171,7 +184,127 @@ def markdown(data: dict[str, Any]) -> str:
                 f"| {metric} | {_f(g['slope'], 4)} | {_f(g['intercept'], 3)} | {_f(g['r2'], 3)} "
                 f"| {_f(g['exponent'], 2)} | {better} |"
             )
+    lines += _server_markdown(data)
+    lines += _boundary_markdown(data)
     return "\n".join(lines) + "\n"
+
+
+def _load(values: Any) -> str:
+    if not isinstance(values, list) or not values:
+        return "—"
+    return " / ".join(f"{float(v):.2f}" for v in cast(list[float], values))
+
+
+def _server_markdown(data: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    rows = data.get("server") or []
+    if rows:
+        lines += [
+            "",
+            "**The scripted server alone**: `POST /v1/messages` with a small text reply, "
+            "httpx.AsyncClient with keep-alive, loopback, no model latency",
+            "",
+            "| server | response | concurrency | requests | req/s | latency p50 ms | p90 ms "
+            "| p99 ms | CPU ms/request | errors |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in rows:
+            where = "in-process" if r["where"] == "in-process" else "`bmad-trio fake-api`"
+            cpu = _f(r.get("cpu_ms_per_request"), 2)
+            cpu += " (client + server)" if r["where"] == "in-process" else " (server)"
+            lat = r["latency_ms"]
+            lines.append(
+                f"| {where} | {'SSE stream' if r['stream'] else 'JSON'} | {r['concurrency']} "
+                f"| {r['requests']} | {_f(r['rps'], 0)} | {_f(lat['median'], 2)} "
+                f"| {_f(lat['p90'], 2)} | {_f(lat['p99'], 2)} | {cpu} | {r['errors']} |"
+            )
+    floor = data.get("floor")
+    if floor:
+        lines += [
+            "",
+            f"**One-turn session floor**: plain `claude_agent_sdk.query()` driving the bundled CLI "
+            f"against the in-process server (latency 0), {floor['sessions']} sessions "
+            f"(+1 warm-up dropped), {_f(floor['model_requests_per_session'], 0)} model request "
+            "per session",
+            "",
+            "| from `query()` called to | median s | p90 s | min s | max s |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for key, label in (("to_result_s", "ResultMessage"), ("to_end_s", "end of the stream")):
+            st = floor[key]
+            lines.append(
+                f"| {label} | {_f(st['median'], 3)} | {_f(st['p90'], 3)} | {_f(st['min'], 3)} "
+                f"| {_f(st['max'], 3)} |"
+            )
+    return lines
+
+
+def _boundary_markdown(data: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    ab = data.get("boundary")
+    if ab:
+        lines += [
+            "",
+            f"**Agent boundary**: one-turn sessions, {ab['pairs']} through "
+            "`ClaudeAgentRunner.run_session` and as many through plain `query()` with equivalent "
+            "options, interleaved in one run (+1 warm-up pair dropped)",
+            "",
+            "| path | sessions | median s | p90 s | mean s | min s | max s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for key, label in (("runner_s", "`run_session`"), ("plain_s", "plain `query()`")):
+            st = ab[key]
+            count = len(ab["runner_samples_s" if key == "runner_s" else "plain_samples_s"])
+            lines.append(
+                f"| {label} | {count} | {_f(st['median'], 3)} | {_f(st['p90'], 3)} "
+                f"| {_f(st['mean'], 3)} | {_f(st['min'], 3)} | {_f(st['max'], 3)} |"
+            )
+        diff = ab["difference_ms"]
+        lines += [
+            "",
+            f"Ratio of medians runner ÷ plain: **{_f(ab['ratio_of_medians'], 3)}**; difference "
+            f"of the medians {_f(ab['median_difference_ms_of_medians'], 0)} ms; per pair "
+            f"(runner - plain) median {_f(diff['median'], 0)} ms, p90 {_f(diff['p90'], 0)} ms, "
+            f"mean {_f(diff['mean'], 0)} ms.",
+        ]
+    cancel = data.get("session_cancel")
+    if cancel:
+        lines += [
+            "",
+            "**Cancel-to-gone**: a session runs a long Bash tool "
+            f"(`{cancel['tool_command']}`); once the tool process exists the caller cancels; "
+            "time until the call has returned and no process of the session is left "
+            f"(cap {cancel['cap_s']:g} s)",
+            "",
+            "| path | trials | returned median s | returned p90 s | tool gone median s "
+            "| all gone median s | all gone p90 s | over the cap |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        labels = (
+            ("runner", "`run_session`, cancel scope"),
+            ("sdk_cancel", "plain `query()`, cancel scope"),
+            ("sdk_break", "plain `query()`, `break`"),
+        )
+        for key, label in labels:
+            part = cancel.get(key)
+            if not part or not part["trials"]:
+                continue
+            errors = f" ({len(part['errors'])} errors)" if part["errors"] else ""
+            lines.append(
+                f"| {label} | {part['trials']}{errors} | {_f(part['returned_s']['median'], 3)} "
+                f"| {_f(part['returned_s']['p90'], 3)} | {_f(part['tool_gone_s']['median'], 3)} "
+                f"| {_f(part['gone_s']['median'], 3)} | {_f(part['gone_s']['p90'], 3)} "
+                f"| {part['capped']} |"
+            )
+        runner = cancel.get("runner")
+        if runner and runner["trials"]:
+            lines += [
+                "",
+                f"Processes left while the runner stays open (untagged lifeline watchers of the "
+                f"killed wrappers): {runner['untagged_left_while_runner_open']}; 0.5 s after the "
+                f"runner closed: {runner['left_0_5s_after_runner_close']}.",
+            ]
+    return lines
 
 
 def plot(data: dict[str, Any], images: Path) -> list[str]:
@@ -324,7 +457,104 @@ def plot(data: dict[str, Any], images: Path) -> list[str]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(str(path))
+    written += _plot_server(plt, data, images)
+    written += _plot_boundary(plt, data, images)
     return written
+
+
+def _plot_server(plt: Any, data: dict[str, Any], images: Path) -> list[str]:
+    rows = [r for r in data.get("server") or [] if r.get("rps")]
+    if not rows:
+        return []
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    labels = [
+        f"{'in-proc' if r['where'] == 'in-process' else 'subproc'}\n"
+        f"{'SSE' if r['stream'] else 'JSON'} c={r['concurrency']}"
+        for r in rows
+    ]
+    colors = ["tab:blue" if r["where"] == "in-process" else "tab:orange" for r in rows]
+    positions = list(range(len(rows)))
+    left.bar(positions, [r["rps"] for r in rows], color=colors)
+    left.set_xticks(positions, labels, fontsize=7)
+    left.set_ylabel("requests per second")
+    left.set_title("throughput (keep-alive, loopback)")
+    p50 = [r["latency_ms"]["median"] for r in rows]
+    p90 = [r["latency_ms"]["p90"] for r in rows]
+    right.bar(positions, p50, color=colors, label="median")
+    right.scatter(positions, p90, color="black", marker="_", s=200, label="p90", zorder=3)
+    right.set_xticks(positions, labels, fontsize=7)
+    right.set_ylabel("ms per request")
+    right.set_title("latency per request (no model latency)")
+    right.legend()
+    machine = data["machine"]
+    fig.suptitle(
+        f"FakeAnthropicAPI alone — {machine['nproc']} CPUs, load "
+        f"{_load(machine.get('loadavg_at_start'))} at the start (blue: same process, "
+        "orange: bmad-trio fake-api subprocess)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path = images / "perf-server.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [str(path)]
+
+
+def _plot_boundary(plt: Any, data: dict[str, Any], images: Path) -> list[str]:
+    ab = data.get("boundary")
+    cancel = data.get("session_cancel")
+    floor = data.get("floor")
+    if not ab and not cancel:
+        return []
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    if ab:
+        series = [ab["runner_samples_s"], ab["plain_samples_s"]]
+        names = ["run_session", "plain query()"]
+        if floor:
+            series.append(floor["to_end_samples_s"])
+            names.append("floor run\n(plain query())")
+        left.boxplot(series, showfliers=True)
+        left.set_xticks(list(range(1, len(names) + 1)), names)
+        left.set_ylabel("seconds per one-turn session")
+        left.set_title(
+            f"agent boundary: median ratio {_f(ab['ratio_of_medians'], 3)}, "
+            f"Δ {_f(ab['median_difference_ms_of_medians'], 0)} ms"
+        )
+        left.set_ylim(bottom=0)
+    if cancel:
+        keys = [
+            (key, label)
+            for key, label in (
+                ("runner", "run_session\ncancel scope"),
+                ("sdk_cancel", "plain query()\ncancel scope"),
+                ("sdk_break", "plain query()\nbreak"),
+            )
+            if cancel.get(key) and cancel[key]["trials"]
+        ]
+        positions = list(range(len(keys)))
+        width = 0.38
+        returned = [cancel[k]["returned_s"]["median"] or 0 for k, _ in keys]
+        gone = [cancel[k]["gone_s"]["median"] or cancel["cap_s"] for k, _ in keys]
+        right.bar([p - width / 2 for p in positions], returned, width, label="call returned")
+        right.bar([p + width / 2 for p in positions], gone, width, label="every process gone")
+        for p, value in zip(positions, gone, strict=True):
+            right.annotate(f"{value:.2f} s", (p + width / 2, value), ha="center", va="bottom")
+        right.set_xticks(positions, [label for _, label in keys])
+        right.set_ylim(0, max([*gone, *returned, 0.1]) * 1.35)  # room for the legend
+        right.set_ylabel("seconds after cancel (median)")
+        right.set_title("cancel-to-gone with a Bash tool running")
+        right.legend()
+    machine = data["machine"]
+    fig.suptitle(
+        f"real Claude Code CLI, scripted model (latency 0) — {machine['nproc']} CPUs, load "
+        f"{_load(machine.get('loadavg_at_start'))} at the start",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path = images / "perf-boundary.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [str(path)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """The bench scripts run: a tiny ``python -m bench --quick`` writes a result with the expected keys.
 
 A benchmark never asserts a time; this only checks that the measurement code works end to end
-(the real Claude Code CLI against the scripted model server) on a one-story epic.
+(the real Claude Code CLI against the scripted model server) on a one-story epic, and that the
+server / floor / agent-boundary parts run on a tiny case.
 """
 
 from __future__ import annotations
@@ -11,23 +12,22 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.e2e
-def test_quick_bench_writes_a_result_with_every_figure(tmp_path: Path) -> None:
+def _bench(out: Path, *args: str) -> dict[str, Any]:
     if not (ROOT / "bench" / "__main__.py").is_file():
         pytest.skip("bench/ is not part of this checkout")
-    out = tmp_path / "results"
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--sizes", "1", "--quick", "--no-plots", "--out", str(out)],
+        [sys.executable, "-m", "bench", *args, "--out", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -38,7 +38,17 @@ def test_quick_bench_writes_a_result_with_every_figure(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-4000:]
     results = list(out.glob("*.json"))
     assert len(results) == 1, list(out.iterdir())
-    data = json.loads(results[0].read_text())
+    data: dict[str, Any] = json.loads(results[0].read_text())
+    assert (out / f"{data['timestamp']}.md").is_file()
+    return data
+
+
+@pytest.mark.e2e
+def test_quick_bench_writes_a_result_with_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    data = _bench(
+        out, "--only", "startup,epics,original,cancel", "--sizes", "1", "--quick", "--no-plots"
+    )
     assert {
         "timestamp",
         "params",
@@ -86,4 +96,75 @@ def test_quick_bench_writes_a_result_with_every_figure(tmp_path: Path) -> None:
     assert data["startup"]["runs"] == 3
     assert data["startup"]["help_median_s"] > 0
     assert "wall_s" in data["growth"]
-    assert (out / f"{data['timestamp']}.md").is_file()
+    assert data["server"] == []  # not selected
+    assert data["boundary"] is None
+
+
+def _stats(value: dict[str, Any]) -> None:
+    assert {"median", "p90", "mean", "min", "max"} <= set(value), value
+    assert isinstance(value["median"], float), value
+
+
+@pytest.mark.e2e
+def test_server_and_boundary_parts_run_on_a_tiny_case(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    data = _bench(
+        out,
+        "--only",
+        "server,floor,boundary,session-cancel",
+        "--quick",
+        "--server-requests",
+        "30",
+        "--server-concurrency",
+        "1,2",
+        "--images",
+        str(tmp_path / "images"),
+    )
+    assert data["new"] == []  # not selected
+    assert data["startup"] is None
+    assert {"loadavg_at_start", "loadavg_at_end", "nproc"} <= set(data["machine"])
+
+    rows = data["server"]
+    cells = {(r["where"], r["stream"], r["concurrency"]) for r in rows}
+    assert cells == {
+        (where, stream, c)
+        for where in ("in-process", "subprocess")
+        for stream in (False, True)
+        for c in (1, 2)
+    }
+    for row in rows:
+        assert row["errors"] == 0, row
+        assert row["requests"] == 30
+        assert row["rps"] > 0
+        _stats(row["latency_ms"])
+        assert row["cpu_ms_per_request"] >= 0
+
+    floor = data["floor"]
+    assert floor["errors"] == []
+    assert floor["sessions"] == 2
+    _stats(floor["to_result_s"])
+    _stats(floor["to_end_s"])
+
+    ab = data["boundary"]
+    assert ab["failures"] == {"runner": 0, "plain": 0}
+    assert sorted(ab["order"]) == sorted("RPPR")  # interleaved, warm-up pair dropped
+    assert len(ab["runner_samples_s"]) == len(ab["plain_samples_s"]) == 2
+    assert ab["ratio_of_medians"] > 0
+    _stats(ab["difference_ms"])
+
+    cancel = data["session_cancel"]
+    for key in ("runner", "sdk_cancel", "sdk_break"):
+        part = cancel[key]
+        assert part["trials"] == 1, (key, part)
+        assert part["errors"] == [], (key, part)
+        if not part["capped"]:  # plain query() may exceed the cap on a very busy machine
+            _stats(part["returned_s"])
+    runner = cancel["runner"]
+    assert runner["capped"] == 0
+    _stats(runner["gone_s"])
+    assert runner["left_0_5s_after_runner_close"] == 0
+
+    assert sorted(Path(p).name for p in data["plots"]) == ["perf-boundary.png", "perf-server.png"]
+    table = (out / f"{data['timestamp']}.md").read_text()
+    for heading in ("scripted server alone", "session floor", "Agent boundary", "Cancel-to-gone"):
+        assert heading in table
