@@ -30,12 +30,14 @@ __all__ = [
 ]
 
 SESSION_TAG = "BMAD_TRIO_SESSION"
+WATCHER_TAG = "BMAD_TRIO_WATCHER"
+"""The lifeline watcher carries its session's tag under this name, so it never kills itself."""
 
 _WRAPPER = """\
 #!/bin/sh
 # bmad-trio: run the Claude Code CLI; if the orchestrator goes away (its lifeline pipe reaches EOF),
 # kill every process tagged with this session, the CLI's tools included.
-env -u BMAD_TRIO_SESSION sh -c '
+env -u BMAD_TRIO_SESSION BMAD_TRIO_WATCHER="$BMAD_TRIO_SESSION" sh -c '
     { while read -r _; do :; done; } < "/proc/$1/fd/$2"
     for _ in 1 2 3; do
         pids=$(grep -lzx -- "$3" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3)
@@ -132,13 +134,13 @@ class CLIProcesses:
 
     @staticmethod
     def kill_session(tag: str) -> int:
-        """SIGKILL every process of the session (the CLI and its tools); returns how many.
+        """SIGKILL every process of the session (the CLI, its tools, its watcher); returns how many.
 
         Scans up to three times so a child forked while we were killing is caught too.
         """
         killed = 0
         for _ in range(3):
-            pids = tagged_pids(tag)
+            pids = tagged_pids(tag) + pids_with_env(WATCHER_TAG, tag)
             if not pids:
                 break
             for pid in pids:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +41,20 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     if importlib.util.find_spec(name) is None:
         pytest.fail(f"backend {name!r} was requested but is not installed")
     return name
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Run the tests with an empty HOME, so the CLI's Bash tool never sources the machine's shell
+    startup files (on this kind of machine ~/.bashrc runs ``pyenv rehash``, whose lock file, left
+    behind by a tool killed mid-rehash, would stall every later shell for a minute)."""
+    home = tmp_path_factory.mktemp("home")
+    saved = os.environ.get("HOME")
+    os.environ["HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if saved is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = saved

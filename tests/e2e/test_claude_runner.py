@@ -133,6 +133,8 @@ async def test_cancel_mid_tool_kills_cli_and_tool_and_next_session_runs(tmp_path
                 await runner.run_session(_spec(tmp_path, "SLOW work"))
         assert scope.cancelled_caught
         assert not set(_sleepers()) - before, "the Bash tool outlived its cancelled session"
+        # nothing of that session is left, not even its lifeline watcher, while the runner lives on
+        assert orchestrator_pids(os.getpid()) == []
         follow_up = await runner.run_session(_spec(tmp_path, "next"))
     assert follow_up.outcome is Outcome.OK
     assert follow_up.final_text == "fine"
