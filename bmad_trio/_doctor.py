@@ -110,6 +110,11 @@ def find_cli(env: Mapping[str, str], cli_path: Path | None = None) -> tuple[Path
     return None, ""
 
 
+def _cli_failure(detail: str, hint: str) -> CheckResult:
+    """A failed (fatal) CLI check: no run can start without a working CLI."""
+    return CheckResult(name="Claude Code CLI", ok=False, detail=detail, hint=hint, fatal=True)
+
+
 async def check_cli(
     env: Mapping[str, str], cli_path: Path | None = None, *, version_timeout_s: float = 10.0
 ) -> CheckResult:
@@ -119,21 +124,15 @@ async def check_cli(
     """
     path, source = find_cli(env, cli_path)
     if path is None:
-        return CheckResult(
-            name="Claude Code CLI",
-            ok=False,
-            detail="not found (no bundled CLI in claude-agent-sdk, no `claude` on PATH)",
-            hint="pip install --force-reinstall claude-agent-sdk, or install Claude Code and "
+        return _cli_failure(
+            "not found (no bundled CLI in claude-agent-sdk, no `claude` on PATH)",
+            "pip install --force-reinstall claude-agent-sdk, or install Claude Code and "
             "put `claude` on PATH, or set cli_path in the config",
-            fatal=True,
         )
     if not path.is_file() or not os.access(path, os.X_OK):
-        return CheckResult(
-            name="Claude Code CLI",
-            ok=False,
-            detail=f"{path} ({source}) is not an executable file",
-            hint="check cli_path in the config, or reinstall claude-agent-sdk",
-            fatal=True,
+        return _cli_failure(
+            f"{path} ({source}) is not an executable file",
+            "check cli_path in the config, or reinstall claude-agent-sdk",
         )
     try:
         with anyio.fail_after(version_timeout_s):
@@ -144,40 +143,28 @@ async def check_cli(
                 stdin=subprocess.DEVNULL,
             )
     except TimeoutError:
-        return CheckResult(
-            name="Claude Code CLI",
-            ok=False,
-            detail=f"{path} --version gave no answer within {version_timeout_s:g}s",
-            hint="run it by hand to see what it waits for",
-            fatal=True,
+        return _cli_failure(
+            f"{path} --version gave no answer within {version_timeout_s:g}s",
+            "run it by hand to see what it waits for",
         )
     except OSError as exc:
-        return CheckResult(
-            name="Claude Code CLI",
-            ok=False,
-            detail=f"{path} could not start: {exc.strerror or exc}",
-            hint="reinstall claude-agent-sdk, or point cli_path at a working `claude`",
-            fatal=True,
+        return _cli_failure(
+            f"{path} could not start: {exc.strerror or exc}",
+            "reinstall claude-agent-sdk, or point cli_path at a working `claude`",
         )
     output = process.stdout.decode(errors="replace")
     if process.returncode != 0:
         error = _first_line(process.stderr.decode(errors="replace") or output)
-        return CheckResult(
-            name="Claude Code CLI",
-            ok=False,
-            detail=f"{path} --version exited {process.returncode}: {error}",
-            hint="run it by hand to see the full error",
-            fatal=True,
+        return _cli_failure(
+            f"{path} --version exited {process.returncode}: {error}",
+            "run it by hand to see the full error",
         )
     version = _first_line(output, 80)
     match = _VERSION_RE.search(output)
     if match is None:
-        return CheckResult(
-            name="Claude Code CLI",
-            ok=False,
-            detail=f"{path} --version printed no version: {version!r}",
-            hint="is cli_path really Claude Code?",
-            fatal=True,
+        return _cli_failure(
+            f"{path} --version printed no version: {version!r}",
+            "is cli_path really Claude Code?",
         )
     numbers = tuple(int(part) for part in match.groups())
     if numbers < MINIMUM_CLI_VERSION:
