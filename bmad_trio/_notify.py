@@ -2,9 +2,9 @@
 
 A :class:`Notifier` never blocks or fails the run. Its ``run(receive_stream)`` task takes every event
 off the stream at once, keeps only the ones worth a notification in a small bounded queue and posts
-them from a second task, with a per-attempt deadline and retries with exponential backoff. When the
-queue is full the *oldest* pending notification is dropped (the newest — e.g. "run finished" — is the
-one a reader cares about). Failures are logged on ``bmad_trio.notify`` and never raised. Logs name
+them from a second task, with a per-attempt deadline and retries with exponential backoff (through
+stamina). When the queue is full the *oldest* pending notification is dropped (the newest — e.g.
+"run finished" — is the one a reader cares about). Failures are logged on ``bmad_trio.notify`` and never raised. Logs name
 only the webhook's scheme and host: the rest of a webhook URL is usually a secret.
 """
 
@@ -19,6 +19,7 @@ from typing import Any, Final
 import anyio
 import cattrs
 import httpx
+import stamina
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._converter import event_to_json, make_converter
@@ -196,52 +197,102 @@ class Notifier:
                 self.failed += 1
 
     async def _deliver(self, client: httpx.AsyncClient, payload: dict[str, Any]) -> bool:
-        """Post one payload with retries; True once the webhook accepted it."""
+        """Post one payload with retries; True once the webhook accepted it.
+
+        stamina owns the retry loop (attempt count, exponential backoff with jitter, a server's
+        ``Retry-After`` as the next wait); cancellation interrupts its sleep like any other.
+        """
         attempts = self._retries + 1
-        for attempt in range(1, attempts + 1):
-            problem = f"no answer within {self._timeout:g}s"  # unless the attempt says otherwise
-            retry_after: float | None = None
-            with anyio.move_on_after(self._timeout):
-                try:
-                    response = await client.post(self._url, json=payload, timeout=self._timeout)
-                except httpx.TimeoutException:
-                    problem = "timed out"
-                except httpx.TransportError as exc:
-                    problem = f"{type(exc).__name__}: {self._redact(exc)}"
-                else:
-                    if response.is_success:
-                        return True
-                    problem = f"HTTP {response.status_code}"
-                    if response.status_code != 429 and response.status_code < 500:
-                        self._log.error(
-                            "notify %s: refused with %s; not retrying", self.where, problem
-                        )
-                        return False
-                    retry_after = _retry_after(response)
-            if attempt == attempts:
-                self._log.error(
-                    "notify %s: giving up after %d attempts: %s", self.where, attempts, problem
-                )
-                return False
-            delay = min(_MAX_BACKOFF_S, self._backoff_s * 2 ** (attempt - 1))
-            if retry_after is not None:
-                delay = min(_MAX_BACKOFF_S, max(delay, retry_after))
-            self._log.warning(
-                "notify %s: attempt %d/%d failed (%s); retrying in %.1fs",
-                self.where,
-                attempt,
-                attempts,
-                problem,
-                delay,
+        retrying = stamina.retry_context(
+            on=_next_wait,
+            attempts=attempts,
+            timeout=None,  # each attempt has its own deadline; the run's scope bounds the rest
+            wait_initial=self._backoff_s,
+            wait_max=_MAX_BACKOFF_S,
+            wait_jitter=self._backoff_s,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    try:
+                        await self._post(client, payload)
+                    except _TransientFailure as failure:
+                        if attempt.num < attempts:
+                            self._log.warning(
+                                "notify %s: attempt %d/%d failed (%s); retrying in %.1fs",
+                                self.where,
+                                attempt.num,
+                                attempts,
+                                failure.problem,
+                                _wait_before_next(failure, attempt.next_wait),
+                            )
+                        raise
+        except _TransientFailure as failure:
+            self._log.error(
+                "notify %s: giving up after %d attempts: %s", self.where, attempts, failure.problem
             )
-            await anyio.sleep(delay)
-        return False  # pragma: no cover - the loop always returns
+            return False
+        except _Refused as refused:
+            self._log.error("notify %s: refused with %s; not retrying", self.where, refused.problem)
+            return False
+        return True
+
+    async def _post(self, client: httpx.AsyncClient, payload: dict[str, Any]) -> None:
+        """One attempt, bounded by ``timeout``; raises _TransientFailure or _Refused."""
+        with anyio.move_on_after(self._timeout):
+            try:
+                response = await client.post(self._url, json=payload, timeout=self._timeout)
+            except httpx.TimeoutException:
+                raise _TransientFailure("timed out") from None
+            except httpx.TransportError as exc:
+                raise _TransientFailure(f"{type(exc).__name__}: {self._redact(exc)}") from None
+            if response.is_success:
+                return
+            problem = f"HTTP {response.status_code}"
+            if response.status_code != 429 and response.status_code < 500:
+                raise _Refused(problem)
+            raise _TransientFailure(problem, _retry_after(response))
+        raise _TransientFailure(f"no answer within {self._timeout:g}s")
 
     def _redact(self, exc: BaseException) -> str:
         text = str(exc)
         for part in self._secret_parts:
             text = text.replace(part, "…")
         return text
+
+
+class _TransientFailure(Exception):
+    """An attempt that may succeed when tried again (timeout, transport error, 429, 5xx).
+
+    Carries only redacted text: stamina's own retry log shows it.
+    """
+
+    def __init__(self, problem: str, retry_after: float | None = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.retry_after = retry_after
+
+
+class _Refused(Exception):
+    """The webhook answered with a client error other than 429: retrying cannot help."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+def _next_wait(exc: Exception) -> bool | float:
+    """stamina's hook: retry transient failures, after the server's ``Retry-After`` if it sent one."""
+    if not isinstance(exc, _TransientFailure):
+        return False
+    if exc.retry_after is None:
+        return True
+    return min(_MAX_BACKOFF_S, exc.retry_after)
+
+
+def _wait_before_next(failure: _TransientFailure, backoff: float) -> float:
+    """The wait the log line announces (the server's ``Retry-After`` wins; jitter not shown)."""
+    return backoff if failure.retry_after is None else min(_MAX_BACKOFF_S, failure.retry_after)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
