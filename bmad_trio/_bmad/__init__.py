@@ -7,7 +7,7 @@ raised before anything is written.
 
 from ._epics import Epic, EpicStory, find_epic, parse_epic, parse_epic_document, select_epic
 from ._gates import GateDecision, GateIssue, QaGate, find_gate_file, read_gate
-from ._ids import split_story_id, story_key, story_slug, validate_story_id
+from ._ids import same_story_id, split_story_id, story_key, story_slug, validate_story_id
 from ._layout import BmadVersion, Layout, detect_layout
 from ._sprint_status import (
     SPRINT_ORDER,
@@ -28,8 +28,10 @@ from ._status_line import set_story_status
 from ._stories import (
     ReviewFinding,
     Story,
+    StoryFileChoice,
     StoryTask,
     find_story_file,
+    locate_story_file,
     new_story_path,
     parse_story,
 )
@@ -49,12 +51,14 @@ __all__ = [
     "ReviewFinding",
     "SpellingFamily",
     "Story",
+    "StoryFileChoice",
     "StoryStatus",
     "StoryTask",
     "detect_layout",
     "find_epic",
     "find_gate_file",
     "find_story_file",
+    "locate_story_file",
     "new_story_path",
     "parse_epic",
     "parse_epic_document",
@@ -62,6 +66,7 @@ __all__ = [
     "parse_story",
     "read_gate",
     "read_sprint_status",
+    "same_story_id",
     "select_epic",
     "set_sprint_status",
     "set_story_status",
