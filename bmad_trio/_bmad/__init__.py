@@ -5,7 +5,16 @@ Every problem with the user's files is a :class:`~bmad_trio.ProjectError` naming
 raised before anything is written.
 """
 
-from ._epics import Epic, EpicStory, find_epic, parse_epic, parse_epic_document, select_epic
+from ._epics import (
+    Epic,
+    EpicStory,
+    epic_candidates,
+    find_epic,
+    parse_epic,
+    parse_epic_document,
+    resolve_epics,
+    select_epic,
+)
 from ._gates import GateDecision, GateIssue, QaGate, find_gate_file, read_gate
 from ._ids import same_story_id, split_story_id, story_key, story_slug, validate_story_id
 from ._layout import BmadVersion, Layout, detect_layout
@@ -30,9 +39,12 @@ from ._stories import (
     Story,
     StoryFileChoice,
     StoryTask,
+    cross_epic_dependency_met,
     find_story_file,
     locate_story_file,
     new_story_path,
+    sprint_keys_for,
+    story_dirs_near,
     parse_story,
 )
 from ._textio import MAX_FILE_BYTES
@@ -54,7 +66,9 @@ __all__ = [
     "StoryFileChoice",
     "StoryStatus",
     "StoryTask",
+    "cross_epic_dependency_met",
     "detect_layout",
+    "epic_candidates",
     "find_epic",
     "find_gate_file",
     "find_story_file",
@@ -66,15 +80,18 @@ __all__ = [
     "parse_story",
     "read_gate",
     "read_sprint_status",
+    "resolve_epics",
     "same_story_id",
     "select_epic",
     "set_sprint_status",
     "set_story_status",
     "spell_status",
     "spelling_family_of",
+    "sprint_keys_for",
     "split_story_id",
     "sprint_key_for",
     "sprint_word_for",
+    "story_dirs_near",
     "story_key",
     "story_slug",
     "validate_story_id",

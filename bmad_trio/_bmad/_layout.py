@@ -282,9 +282,13 @@ def _v6_layout(project: Path, bmad: Path) -> Layout:
 
     output = place("output_folder", project / ("docs" if alpha else "_bmad-output"))
     names = {"output_folder": str(output)}
-    planning = place("planning_artifacts", output if alpha else output / "planning-artifacts", **names)
+    planning = place(
+        "planning_artifacts", output if alpha else output / "planning-artifacts", **names
+    )
     implementation = place(
-        "implementation_artifacts", output if alpha else output / "implementation-artifacts", **names
+        "implementation_artifacts",
+        output if alpha else output / "implementation-artifacts",
+        **names,
     )
     names |= {"implementation_artifacts": str(implementation)}
     sprint = place("sprint_artifacts", implementation, **names)
@@ -295,7 +299,9 @@ def _v6_layout(project: Path, bmad: Path) -> Layout:
             output / "sprint-status.yaml",
         ]
     ) or (implementation / "sprint-status.yaml")
-    configured = place("dev_story_location", place("story_location", implementation, **names), **names)
+    configured = place(
+        "dev_story_location", place("story_location", implementation, **names), **names
+    )
     from_sprint = _sprint_story_location(project, sprint_status, notes)
     if "dev_story_location" in values or "story_location" in values or from_sprint is None:
         story_dir = configured

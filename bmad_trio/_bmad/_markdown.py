@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from functools import cache
+import functools
 
 import attrs
 from markdown_it import MarkdownIt
 
-__all__ = ["Heading", "Section", "find_section", "outside_fences", "scan_headings", "section_of"]
+__all__ = [
+    "Heading",
+    "Section",
+    "find_section",
+    "outside_fences",
+    "paragraph_starts",
+    "scan_headings",
+    "scan_structure",
+    "section_of",
+]
 
 
 @attrs.frozen
@@ -42,7 +51,7 @@ class Section:
     """Index one past the last line of the section."""
 
 
-@cache
+@functools.cache
 def _parser() -> MarkdownIt:
     # Plain CommonMark, block level only: inline parsing (emphasis, links) is most of the cost
     # and tells nothing about headings or code blocks.
@@ -51,9 +60,16 @@ def _parser() -> MarkdownIt:
     return parser
 
 
-def _blocks(lines: Sequence[str]) -> list[tuple[str, str, int, int, str]]:
-    """(type, markup, first line, end line, inline text) of headings and code blocks."""
-    tokens = _parser().parse("".join(lines))
+def _blocks(lines: Sequence[str]) -> tuple[tuple[str, str, int, int, str], ...]:
+    """(type, markup, first line, end line, inline text) of headings, paragraphs, code blocks."""
+    return _blocks_of("".join(lines))
+
+
+@functools.lru_cache(maxsize=16)
+def _blocks_of(text: str) -> tuple[tuple[str, str, int, int, str], ...]:
+    # Memoised (a pure function of the text): reading one story asks for headings, fences and
+    # paragraphs of the same text from three places.
+    tokens = _parser().parse(text)
     found: list[tuple[str, str, int, int, str]] = []
     for position, token in enumerate(tokens):
         if token.map is None:
@@ -61,9 +77,11 @@ def _blocks(lines: Sequence[str]) -> list[tuple[str, str, int, int, str]]:
         if token.type == "heading_open":
             inline = tokens[position + 1]
             found.append(("heading", token.markup, token.map[0], token.map[1], inline.content))
+        elif token.type == "paragraph_open":
+            found.append(("paragraph", "", token.map[0], token.map[1], ""))
         elif token.type in ("fence", "code_block"):
             found.append((token.type, token.markup, token.map[0], token.map[1], ""))
-    return found
+    return tuple(found)
 
 
 def scan_headings(lines: Sequence[str]) -> list[Heading]:
@@ -73,6 +91,22 @@ def scan_headings(lines: Sequence[str]) -> list[Heading]:
         for kind, markup, first, _, text in _blocks(lines)
         if kind == "heading" and markup.startswith("#")
     ]
+
+
+def paragraph_starts(lines: Sequence[str]) -> list[int]:
+    """The first line index of every paragraph outside code blocks (list items included)."""
+    return scan_structure(lines)[1]
+
+
+def scan_structure(lines: Sequence[str]) -> tuple[list[Heading], list[int]]:
+    """ATX headings and paragraph starts, from one parse."""
+    blocks = _blocks(lines)
+    headings = [
+        Heading(len(markup), text.strip(), first)
+        for kind, markup, first, _, text in blocks
+        if kind == "heading" and markup.startswith("#")
+    ]
+    return headings, [first for kind, _, first, _, _ in blocks if kind == "paragraph"]
 
 
 def section_of(headings: Sequence[Heading], position: int, total: int) -> Section:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -20,6 +20,7 @@ from .._errors import ProjectError
 from ._ids import same_story_id, split_story_id, story_key, story_slug, validate_story_id
 from ._layout import Layout
 from ._markdown import Heading, find_section, scan_headings, section_of
+from ._sprint_status import read_sprint_status
 from ._status import StoryStatus
 from ._status_line import StatusLine, find_status_line
 from ._textio import ensure_inside, read_text_doc, split_lines
@@ -29,8 +30,11 @@ __all__ = [
     "Story",
     "StoryFileChoice",
     "StoryTask",
+    "cross_epic_dependency_met",
     "find_story_file",
     "locate_story_file",
+    "sprint_keys_for",
+    "story_dirs_near",
     "new_story_path",
     "parse_story",
 ]
@@ -111,14 +115,14 @@ _WORD = re.compile(r"\w+")
 _HEAD_ID = re.compile(r"^#\s*Story\s+(\d+\.\d+[A-Za-z]?)", re.IGNORECASE)
 
 
-def _story_files(directory: Path) -> list[Path]:
-    """Markdown files in ``directory`` and up to two levels of subfolders (hidden ones skipped)."""
+def _story_files(directory: Path, deep: bool) -> list[Path]:
+    """Markdown files in ``directory`` and (``deep``) up to two levels of subfolders."""
     found: list[Path] = []
     base = len(directory.parts)
     for current, dirs, files in os.walk(directory):
         here = Path(current)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        if len(here.parts) - base >= _SEARCH_DEPTH - 1:
+        if not deep or len(here.parts) - base >= _SEARCH_DEPTH - 1:
             dirs.clear()
         found.extend(here / name for name in sorted(files) if name.lower().endswith(".md"))
     return found
@@ -162,8 +166,19 @@ def _title_score(title: str, rest: str) -> float:
     return len(wanted & have) / len(wanted | have)
 
 
+def story_dirs_near(epic_path: Path) -> tuple[Path, ...]:
+    """Story folders beside an epic file (``docs-test/epics/epic-1.md`` → ``docs-test/stories``),
+    searched after the configured ones, as tools that take an epic path do."""
+    return (epic_path.parent.parent / "stories", epic_path.parent / "stories")
+
+
 def locate_story_file(
-    layout: Layout, story_id: str, title: str | None = None, *, keys: Sequence[str] = ()
+    layout: Layout,
+    story_id: str,
+    title: str | None = None,
+    *,
+    keys: Sequence[str] = (),
+    listings: dict[Path, list[Path]] | None = None,
 ) -> StoryFileChoice:
     """Find story ``story_id``'s file in the layout's story directories; never raises for names.
 
@@ -172,6 +187,8 @@ def locate_story_file(
     every file named for the id counts, except sub-stories (``1.1.2-…``) and sibling files
     (``….validation-report.md``, ``….context.md``, a file whose heading names another story).
     Several left: the title match, then the closest title, then ``.story.md``, then the shallowest.
+    Subfolders are searched in the story location and in folders named ``stories``. ``listings``
+    is a cache of directory listings the caller may share between stories (one ``plan``).
     """
     epic, number = split_story_id(story_id)
     slug = story_slug(title) if title else ""
@@ -189,7 +206,19 @@ def locate_story_file(
     exact.append(f"{epic}-{number}.md")
     wanted = [name.lower() for name in exact]
     directories = [d for d in layout.story_search_dirs if d.is_dir()]
-    listings = {d: _story_files(d) for d in directories}
+    for directory in directories:  # cheap first: the exact names, as written and lower-cased
+        for name in dict.fromkeys(n for pair in zip(exact, wanted, strict=True) for n in pair):
+            if (directory / name).is_file():
+                path = ensure_inside(
+                    layout.project, directory / name, what=f"story {story_id} file"
+                )
+                return StoryFileChoice(path, f"exact name {name}", (path,))
+    if listings is None:
+        listings = {}
+    for directory in directories:
+        if directory not in listings:
+            deep = directory == layout.story_dir or directory.name.lower() == "stories"
+            listings[directory] = _story_files(directory, deep)
     for directory in directories:
         top = {p.name.lower(): p for p in listings[directory] if p.parent == directory}
         for name in wanted:
@@ -224,7 +253,9 @@ def locate_story_file(
             names = ", ".join(p.name for p, _ in named[:3])
             return StoryFileChoice(None, f"only sub-stories or sibling files ({names})")
         return StoryFileChoice(None, "no file yet")
-    paths = tuple(ensure_inside(layout.project, p, what=f"story {story_id} file") for p, _ in candidates)
+    paths = tuple(
+        ensure_inside(layout.project, p, what=f"story {story_id} file") for p, _ in candidates
+    )
     if len(candidates) == 1:
         return StoryFileChoice(paths[0], f"only file named for {story_id}", paths)
     depth = {d: len(d.parts) for d in directories}
@@ -379,3 +410,37 @@ def parse_story(path: Path) -> Story:
         qa_results=_section_text(lines, headings, _QA_RESULTS),
         review_findings=_review_findings(lines, headings),
     )
+
+
+def sprint_keys_for(development_status: Mapping[str, str], story_id: str) -> tuple[str, ...]:
+    """The sprint-status keys of story ``story_id`` (``1-8-…`` for ``1.8``), as written."""
+    epic, number = split_story_id(story_id)
+    prefix = f"{epic}-{number}-".lower()
+    return tuple(
+        key
+        for key in development_status
+        if key.lower().startswith(prefix) or key.lower() == prefix[:-1]
+    )
+
+
+def cross_epic_dependency_met(layout: Layout, story_id: str) -> bool:
+    """Whether story ``story_id`` (usually of another epic) is finished, read from disk now.
+
+    Done means its story file says Done, or (no readable file) sprint-status.yaml says ``done``.
+    A story with no file, or an unreadable one, is not done. ``plan`` and ``run`` both use this.
+    """
+    development: dict[str, str] = {}
+    sprint = layout.sprint_status_path
+    if sprint is not None and sprint.is_file():
+        try:
+            development = read_sprint_status(sprint)
+        except ProjectError:
+            development = {}
+    keys = sprint_keys_for(development, story_id)
+    path = find_story_file(layout, story_id, keys=keys)
+    if path is not None:
+        try:
+            return parse_story(path).status is StoryStatus.DONE
+        except ProjectError:
+            pass
+    return any(development.get(key, "").strip().lower() == "done" for key in keys)
