@@ -45,7 +45,10 @@ _STORY_DIR = re.compile(r"^(?:stories|implementation-artifacts|sprint-artifacts)
 _STORY_FILE = re.compile(
     r"^(?:story[-_]?)?([A-Za-z]?\d+)[.-](\d+[A-Za-z]?)(?:\.md$|[.-](?!\d+[.-]))", re.IGNORECASE
 )
-_NOT_STORY = re.compile(r"validation|report|context|summary|retro|-fix\b|qa-", re.IGNORECASE)
+_NOT_STORY = re.compile(
+    r"\.(?:validation-report|validation|context|report|summary)\.md$|^validation-report",
+    re.IGNORECASE,
+)
 
 
 def _walk(root: Path) -> list[Path]:
@@ -62,9 +65,9 @@ def _walk(root: Path) -> list[Path]:
     return found
 
 
-def _epic_stories(files: list[Path]) -> dict[str, dict[str, Path]]:
-    """epic number → story id → the epic file declaring it (first file wins)."""
-    epics: dict[str, dict[str, Path]] = defaultdict(dict)
+def _epic_stories(files: list[Path]) -> dict[tuple[str, Path], dict[str, Path]]:
+    """(epic number, epic file) → story id → the epic file declaring it."""
+    epics: dict[tuple[str, Path], dict[str, Path]] = defaultdict(dict)
     for path in files:
         if not _EPIC_NAME.match(path.name) or _NOT_EPIC.search(path.name):
             continue
@@ -78,7 +81,7 @@ def _epic_stories(files: list[Path]) -> dict[str, dict[str, Path]]:
             match = _STORY_HEAD.match(line.strip()) if not fence else None
             if match is not None:
                 epic, story = match.group(1), match.group(2)
-                epics[epic.upper()].setdefault(f"{epic}.{story}".lower(), path)
+                epics[(epic.upper(), path)].setdefault(f"{epic}.{story}".lower(), path)
     return epics
 
 
@@ -117,13 +120,16 @@ def measure(project: Path, verbose: bool) -> dict[str, Any]:
     story_files = _story_files(files)
     rows: list[dict[str, Any]] = []
     slowest = 0.0
-    for epic in sorted(epics, key=lambda e: (len(e), e)):
-        declared = epics[epic]
+    for epic, epic_file in sorted(epics, key=lambda e: (len(e[0]), e[0], e[1])):
+        declared = epics[(epic, epic_file)]
         code, data, error, elapsed = _plan(project, epic)
         how = "number"
-        if code != 0 and "cannot find" in error:
-            first_file = next(iter(declared.values()))
-            code, data, error, elapsed = _plan(project, str(first_file))
+        picked = (data or {}).get("epic")
+        if code != 0 and ("cannot find" in error or "several files" in error) or (
+            picked is not None and picked != str(epic_file.relative_to(project))
+        ):
+            # the number is ambiguous or elsewhere: run the file, as a user would
+            code, data, error, elapsed = _plan(project, str(epic_file))
             how = "file"
         slowest = max(slowest, elapsed)
         planned = {s["story_id"].lower(): s for s in (data or {}).get("stories", [])}

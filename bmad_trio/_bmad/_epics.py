@@ -41,7 +41,7 @@ _STORY_HEADING = re.compile(
     re.IGNORECASE,
 )
 _BOLD_STORY = re.compile(
-    r"^\s*(?:\*\*|__)Story\s+(\d+)\.(\d+[A-Za-z]?)(?![\w.])\s*[:\-\u2013\u2014]?\s*(.*?)(?:\*\*|__)(.*)$",
+    r"^\s*(?:\*\*|__)Story\s+(\d+)\.(\d+[A-Za-z]?)(?![\w.])\s*[:\-\u2013\u2014]\s*(.*?)(?:\*\*|__)(.*)$",
     re.IGNORECASE,
 )
 _LOOKS_LIKE_STORY = re.compile(r"^#+\s*\W*\s*" + _NUMBERING + r"Story\s+[A-Za-z]?\d", re.IGNORECASE)
@@ -439,6 +439,21 @@ def _named_for(path: Path, pattern: str, number: int) -> bool:
     return path.match(glob) and exact.match(path.name) is not None
 
 
+_NOT_AN_EPIC_FILE = re.compile(
+    r"retro|tech-spec|validation|report|summary|context|proposal|checklist|alignment|decision"
+    r"|inventory|learning|architecture|handoff|session",
+    re.IGNORECASE,
+)
+
+
+def _could_hold_epics(path: Path) -> bool:
+    """Epic documents by name: ``epic*.md``, ``epics-*.md``, ``5-epic-details.md``, a PRD."""
+    name = path.name.lower()
+    if "epic" not in name and not name.startswith("prd"):
+        return False
+    return _NOT_AN_EPIC_FILE.search(name) is None
+
+
 def _mentions(path: Path, number: int) -> bool:
     """Cheap pre-filter: does the text name epic ``number`` or one of its stories?"""
     try:
@@ -461,15 +476,25 @@ def epic_candidates(layout: Layout, number: int) -> list[Epic]:
             files.append(location)
     found: list[tuple[int, Epic]] = []
     seen: set[Path] = set()
+    errors: list[ProjectError] = []
     for path in files:
+        if path not in layout.epic_locations and not _could_hold_epics(path):
+            continue
         safe = ensure_inside(layout.project, path, what="epic file")
         if safe in seen or not _mentions(safe, number):
             continue
         seen.add(safe)
-        for epic in parse_epic_document(safe):
+        try:
+            epics = parse_epic_document(safe)
+        except ProjectError as exc:  # one broken document among many does not hide the others
+            errors.append(exc)
+            continue
+        for epic in epics:
             if epic.number == number and epic.stories:
                 rank = 0 if _named_for(safe, layout.epic_file_pattern, number) else 1
                 found.append((rank, epic))
+    if not found and errors:
+        raise errors[0]
     found.sort(key=lambda item: item[0])
     return [epic for _, epic in found]
 
