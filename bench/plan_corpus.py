@@ -39,7 +39,8 @@ _NOT_EPIC = re.compile(
     re.IGNORECASE,
 )
 _STORY_HEAD = re.compile(
-    r"^#{1,4}\s*(?:\d+(?:\.\d+)*\.?\s+)?(?:\*\*)?Story\s+([A-Za-z]?\d+)\.(\d+[A-Za-z]?)\b"
+    r"^(?:#{1,4}\s*(?:\d+(?:\.\d+)*\.?\s+)?(?:\*\*)?Story\s+([A-Za-z]?\d+)\.(\d+[A-Za-z]?)\b"
+    r"|\*\*Story\s+([A-Za-z]?\d+)\.(\d+[A-Za-z]?)\s*:)"
 )
 _STORY_DIR = re.compile(r"^(?:stories|implementation-artifacts|sprint-artifacts)$", re.IGNORECASE)
 _STORY_FILE = re.compile(
@@ -69,7 +70,7 @@ def _epic_stories(files: list[Path]) -> dict[tuple[str, Path], dict[str, Path]]:
     """(epic number, epic file) → story id → the epic file declaring it."""
     epics: dict[tuple[str, Path], dict[str, Path]] = defaultdict(dict)
     for path in files:
-        if not _EPIC_NAME.match(path.name) or _NOT_EPIC.search(path.name):
+        if not _EPIC_NAME.match(path.name) or _NOT_EPIC.search(path.name) or ".story." in path.name:
             continue
         if any(_STORY_DIR.match(part) for part in path.parts):
             continue
@@ -80,7 +81,8 @@ def _epic_stories(files: list[Path]) -> dict[tuple[str, Path], dict[str, Path]]:
                 continue
             match = _STORY_HEAD.match(line.strip()) if not fence else None
             if match is not None:
-                epic, story = match.group(1), match.group(2)
+                epic = match.group(1) or match.group(3)
+                story = match.group(2) or match.group(4)
                 epics[(epic.upper(), path)].setdefault(f"{epic}.{story}".lower(), path)
     return epics
 

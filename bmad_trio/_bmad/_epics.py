@@ -262,11 +262,11 @@ def parse_epic_document(path: Path) -> tuple[Epic, ...]:
             story_id = f"{story_match.group(1)}.{story_match.group(2)}"
             key = story_id.lower()
             if key in seen:
-                raise ProjectError(
-                    f"duplicate story id {story_id} (first at line {seen[key]})",
-                    path=str(path),
-                    line=line_no,
+                warnings.append(
+                    f"{path}:{line_no}: story {story_id} again (first at line {seen[key]}); "
+                    "the first one is used"
                 )
+                continue
             seen[key] = line_no
             end = _story_section_end(entries, position, len(lines))
             user_story, criteria, deps = _parse_story_section(lines, entry.index + 1, end)
@@ -357,15 +357,17 @@ def _check_epic(epic: Epic) -> Epic:
         )
     ids = {story.story_id for story in epic.stories}
     prefix = f"{epic.number}."
+    missing: list[str] = []
     for story in epic.stories:
         for dep in story.dependencies:
             if dep.startswith(prefix) and dep not in ids:
-                raise ProjectError(
-                    f"story {story.story_id} depends on {dep}, which epic {epic.number} does not contain",
-                    path=str(epic.path),
-                    line=story.line,
+                missing.append(
+                    f"{epic.path}:{story.line}: story {story.story_id} depends on {dep}, which "
+                    f"epic {epic.number} does not declare (met only when its file says done)"
                 )
     _check_acyclic(epic)
+    if missing:
+        return attrs.evolve(epic, warnings=(*epic.warnings, *missing))
     return epic
 
 
