@@ -30,9 +30,7 @@ from pathlib import Path
 from typing import Any
 
 _SKIP_DIRS = {"node_modules", ".git", "_bmad", "bmad", ".bmad-core", "site-packages", ".venv"}
-_EPIC_NAME = re.compile(
-    r"^(?:\d+-)?(?:epics?(?:[-_.].*)?|epic-details|prd)\.md$", re.IGNORECASE
-)
+_EPIC_NAME = re.compile(r"^(?:\d+-)?(?:epics?(?:[-_.].*)?|epic-details|prd)\.md$", re.IGNORECASE)
 _NOT_EPIC = re.compile(
     r"retro|tech-spec|summary|validation|architecture|alignment|completion|inventory|decision"
     r"|list|index|structure|preparation|report|plan\b",
@@ -127,7 +125,7 @@ def measure(project: Path, verbose: bool) -> dict[str, Any]:
         code, data, error, elapsed = _plan(project, epic)
         how = "number"
         picked = (data or {}).get("epic")
-        if code != 0 and ("cannot find" in error or "several files" in error) or (
+        if (code != 0 and ("cannot find" in error or "several files" in error)) or (
             picked is not None and picked != str(epic_file.relative_to(project))
         ):
             # the number is ambiguous or elsewhere: run the file, as a user would
@@ -148,10 +146,7 @@ def measure(project: Path, verbose: bool) -> dict[str, Any]:
                 row["status"] = got.get("status")
                 row["next"] = got.get("next")
                 row["problem"] = got.get("problem")
-                if expected:
-                    file_ok = got_file in row["expected"]
-                else:
-                    file_ok = got_file is None
+                file_ok = got_file in row["expected"] if expected else got_file is None
                 status_ok = file_ok and (
                     got_file is None
                     or (got.get("status") is not None and "draft" not in got["next"].lower())
@@ -195,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             print(f"== {project.name}")
         results.append(measure(project, args.verbose))
-    print(f"{'project':<28} {'epics':>5} {'stories':>7} {'files ok':>9} {'all ok':>7} {'slowest':>8}")
+    print(
+        f"{'project':<28} {'epics':>5} {'stories':>7} {'files ok':>9} {'all ok':>7} {'slowest':>8}"
+    )
     for r in results:
         print(
             f"{r['project']:<28} {r['epics']:>5} {r['stories']:>7} {r['files_right']:>9} "

@@ -78,12 +78,17 @@ def _story_row(
             problem = str(exc)
     if status is StoryStatus.DONE:
         done.add(story.story_id)
-    own_prefix = f"{epic.number}."
+    declared = {s.story_id for s in epic.stories}
     waiting = [
         dep
         for dep in story.dependencies
         if dep not in done
-        and (dep.startswith(own_prefix) or not cross_epic_dependency_met(layout, dep))
+        and (
+            dep in declared
+            or not cross_epic_dependency_met(
+                layout, dep, development=development, listings=listings
+            )
+        )
     ]
     if problem is not None:
         action = "blocked: fix the story file (see problem)"

@@ -116,7 +116,7 @@ class _Prepared:
     layout: Layout
     epic: Epic
     stories: tuple[EpicStory, ...]
-    epics: tuple[Epic, ...] = ()
+    epics: tuple[Epic, ...] = attrs.field(factory=tuple[Epic, ...])
     """Every epic of a multi-epic file given without a number (``plan`` only)."""
 
 
@@ -139,9 +139,13 @@ def prepare_run(config: RunConfig, *, several_epics: bool = False) -> _Prepared:
         if epic_arg is None
         else (epic_arg if epic_arg.is_absolute() else config.project / epic_arg)
     )
-    if epic_arg is not None and epic_path is not None and not epic_path.is_file():
-        if not epic_arg.name.isdigit():
-            raise ConfigError(f"{epic_arg}: epic file not found")
+    if (
+        epic_arg is not None
+        and epic_path is not None
+        and not epic_path.is_file()
+        and not epic_arg.name.isdigit()
+    ):
+        raise ConfigError(f"{epic_arg}: epic file not found")
     where, epics = resolve_epics(layout, epic_path, config.epic_number)
     if len(epics) > 1 and not several_epics:
         numbers = ", ".join(str(e.number) for e in epics)
@@ -149,7 +153,7 @@ def prepare_run(config: RunConfig, *, several_epics: bool = False) -> _Prepared:
             f"the file holds several epics ({numbers}); pass the epic's number instead",
             path=str(where),
         )
-    epic = epics[0]
+    epic = next(iter(epics))  # resolve_epics returns at least one
     if config.story_location is None:
         near = story_dirs_near(epic.path)
         layout = attrs.evolve(layout, story_dirs=(*layout.story_search_dirs, *near))

@@ -43,9 +43,9 @@ from ._stories import (
     find_story_file,
     locate_story_file,
     new_story_path,
+    parse_story,
     sprint_keys_for,
     story_dirs_near,
-    parse_story,
 )
 from ._textio import MAX_FILE_BYTES
 
@@ -87,9 +87,9 @@ __all__ = [
     "set_story_status",
     "spell_status",
     "spelling_family_of",
-    "sprint_keys_for",
     "split_story_id",
     "sprint_key_for",
+    "sprint_keys_for",
     "sprint_word_for",
     "story_dirs_near",
     "story_key",

@@ -1,15 +1,15 @@
 """Markdown structure of BMAD files, read with a CommonMark parser (markdown-it-py).
 
-Only ATX headings (``## Title``) count: headings inside fenced or indented code blocks, HTML
-blocks and setext underlines (``Title`` over ``---``) do not. Every heading keeps its 0-based
+Only top-level ATX headings (``## Title``) count: headings inside fenced or indented code blocks,
+HTML blocks, list items and setext underlines (``Title`` over ``---``) do not. Every heading keeps its 0-based
 line index, so errors can still name file and line.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
-import functools
 
 import attrs
 from markdown_it import MarkdownIt
@@ -55,8 +55,12 @@ class Section:
 def _parser() -> MarkdownIt:
     # Plain CommonMark, block level only: inline parsing (emphasis, links) is most of the cost
     # and tells nothing about headings or code blocks.
+    # Lists and setext headings are off too: nested lists are most of the block parser's time on
+    # long story files, and neither changes where ATX headings or code blocks are (a heading
+    # inside a list item is not one we read; an indented fence is still a fence).
     parser = MarkdownIt("commonmark")
     parser.core.ruler.disable(["inline", "text_join"])
+    parser.block.ruler.disable(["list", "lheading"])
     return parser
 
 

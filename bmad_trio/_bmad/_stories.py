@@ -33,10 +33,10 @@ __all__ = [
     "cross_epic_dependency_met",
     "find_story_file",
     "locate_story_file",
-    "sprint_keys_for",
-    "story_dirs_near",
     "new_story_path",
     "parse_story",
+    "sprint_keys_for",
+    "story_dirs_near",
 ]
 
 _TITLE = re.compile(r"^Story\s+(\d+\.\d+[A-Za-z]?)\b\s*[:\-\u2013\u2014]?\s*(.*)$", re.IGNORECASE)
@@ -268,7 +268,7 @@ def locate_story_file(
         score = _title_score(title or "", rest)
         return (-score, 0 if rest.lower().endswith(".story.md") or rest == "" else 1, level, index)
 
-    best_index, (best, best_rest) = min(enumerate(candidates), key=rank)
+    best_index, (_, best_rest) = min(enumerate(candidates), key=rank)
     score = _title_score(title or "", best_rest)
     why = "closest title" if score > 0 else "first by name"
     names = ", ".join(p.name for p, _ in candidates)
@@ -423,21 +423,29 @@ def sprint_keys_for(development_status: Mapping[str, str], story_id: str) -> tup
     )
 
 
-def cross_epic_dependency_met(layout: Layout, story_id: str) -> bool:
+def cross_epic_dependency_met(
+    layout: Layout,
+    story_id: str,
+    *,
+    development: Mapping[str, str] | None = None,
+    listings: dict[Path, list[Path]] | None = None,
+) -> bool:
     """Whether story ``story_id`` (usually of another epic) is finished, read from disk now.
 
     Done means its story file says Done, or (no readable file) sprint-status.yaml says ``done``.
-    A story with no file, or an unreadable one, is not done. ``plan`` and ``run`` both use this.
+    A story with no file, or an unreadable one, is not done. ``plan`` and ``run`` both use this;
+    ``development`` (sprint-status already read) and ``listings`` only save re-reading.
     """
-    development: dict[str, str] = {}
-    sprint = layout.sprint_status_path
-    if sprint is not None and sprint.is_file():
-        try:
-            development = read_sprint_status(sprint)
-        except ProjectError:
-            development = {}
+    if development is None:
+        development = {}
+        sprint = layout.sprint_status_path
+        if sprint is not None and sprint.is_file():
+            try:
+                development = read_sprint_status(sprint)
+            except ProjectError:
+                development = {}
     keys = sprint_keys_for(development, story_id)
-    path = find_story_file(layout, story_id, keys=keys)
+    path = locate_story_file(layout, story_id, keys=keys, listings=listings).path
     if path is not None:
         try:
             return parse_story(path).status is StoryStatus.DONE
