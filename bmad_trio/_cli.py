@@ -546,6 +546,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     console = _console()
     if not console.is_terminal and "COLUMNS" not in os.environ:
         # A pipe or CI log has no width: print every path whole rather than fold it at 80.
+        console.width = 100_000
         console.width = max(80, console.measure(table).maximum)
     console.print(table)
     for note in plan["notes"]:
