@@ -524,19 +524,33 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         return EXIT_OK
     from rich.table import Table
 
-    table = Table(title=f"plan for {plan['epic']} ({plan['layout']} layout)", title_justify="left")
+    several = len(plan["epics"]) > 1
+    title = f"plan for {plan['epic']} ({plan['layout']} layout)"
+    if several:
+        title += f": epics {', '.join(str(n) for n in plan['epics'])} (run takes one number)"
+    table = Table(title=title, title_justify="left")
     for column in ("story", "title", "file", "status", "depends on", "next"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for story in plan["stories"]:
+        file = story["file"] or "-"
+        if story["file_reason"]:
+            file += f" ({story['file_reason']})"
         table.add_row(
             story["story_id"],
             story["title"],
-            story["file"] or "-",
-            story["status"] or "-",
+            file,
+            story["status"] or ("?" if story["problem"] else "-"),
             ", ".join(story["dependencies"]) or "-",
-            story["next"],
+            story["next"] + (f"\n{story['problem']}" if story["problem"] else ""),
         )
-    _console().print(table)
+    console = _console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # A pipe or CI log has no width: print every path whole rather than fold it at 80.
+        console.width = 100_000
+        console.width = max(80, console.measure(table).maximum)
+    console.print(table)
+    for note in plan["notes"]:
+        console.print(f"note: {note}", soft_wrap=True)
     return EXIT_OK
 
 

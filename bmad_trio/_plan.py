@@ -1,11 +1,27 @@
-"""``bmad-trio plan``: what a run would do, read from disk; no model call, nothing written."""
+"""``bmad-trio plan``: what a run would do, read from disk; no model call, nothing written.
+
+One story whose file is odd (unreadable status, bad UTF-8 …) never stops the plan: it is shown
+with the reason as ``problem``, and ``run`` would treat it as blocked.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from ._bmad import StoryStatus, find_story_file, parse_story
+from ._bmad import (
+    Epic,
+    EpicStory,
+    Layout,
+    StoryStatus,
+    cross_epic_dependency_met,
+    locate_story_file,
+    parse_story,
+    read_sprint_status,
+    sprint_keys_for,
+)
 from ._config import RunConfig
+from ._errors import ProjectError
 from ._prompts import rel
 from ._run import prepare_run
 
@@ -21,6 +37,7 @@ _NEXT: dict[StoryStatus | None, str] = {
     StoryStatus.FAILED: "nothing (failed; fix by hand, then resume)",
     StoryStatus.BLOCKED: "nothing (blocked)",
 }
+_STOPPED = (StoryStatus.DONE, StoryStatus.FAILED, StoryStatus.BLOCKED)
 
 
 def next_action(status: StoryStatus | None, *, auto_approve: bool = True) -> str:
@@ -30,47 +47,108 @@ def next_action(status: StoryStatus | None, *, auto_approve: bool = True) -> str
     return _NEXT[status]
 
 
-def make_plan(config: RunConfig) -> dict[str, Any]:
-    """Stories, their files, statuses, dependencies and next steps, as JSON-able data.
+def _development_status(layout: Layout, notes: list[str]) -> dict[str, str]:
+    path = layout.sprint_status_path
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return read_sprint_status(path)
+    except ProjectError as exc:
+        notes.append(f"sprint status not read: {exc}")
+        return {}
 
-    Raises ConfigError/ProjectError for bad input, like ``run`` would, before anything else.
-    """
-    prepared = prepare_run(config)
-    layout = prepared.layout
-    stories: list[dict[str, Any]] = []
-    done: set[str] = set()
-    first_runnable: str | None = None
-    for story in prepared.stories:
-        path = find_story_file(layout, story.story_id, story.title)
-        status = parse_story(path).status if path is not None else None
-        if status is StoryStatus.DONE:
-            done.add(story.story_id)
-        waiting = [d for d in story.dependencies if d not in done]
+
+def _story_row(
+    layout: Layout,
+    epic: Epic,
+    story: EpicStory,
+    development: dict[str, str],
+    listings: dict[Path, list[Path]],
+    done: set[str],
+    config: RunConfig,
+) -> dict[str, Any]:
+    keys = sprint_keys_for(development, story.story_id)
+    choice = locate_story_file(layout, story.story_id, story.title, keys=keys, listings=listings)
+    status: StoryStatus | None = None
+    problem: str | None = None
+    if choice.path is not None:
+        try:
+            status = parse_story(choice.path).status
+        except ProjectError as exc:
+            problem = str(exc)
+    if status is StoryStatus.DONE:
+        done.add(story.story_id)
+    declared = {s.story_id for s in epic.stories}
+    waiting = [
+        dep
+        for dep in story.dependencies
+        if dep not in done
+        and (
+            dep in declared
+            or not cross_epic_dependency_met(
+                layout, dep, development=development, listings=listings
+            )
+        )
+    ]
+    if problem is not None:
+        action = "blocked: fix the story file (see problem)"
+    else:
         action = next_action(status, auto_approve=config.auto_approve)
         if waiting and status is not StoryStatus.DONE:
             action = f"after {', '.join(waiting)}: {action}"
-        elif first_runnable is None and status not in (
-            StoryStatus.DONE,
-            StoryStatus.FAILED,
-            StoryStatus.BLOCKED,
-        ):
-            first_runnable = story.story_id
-        stories.append(
-            {
-                "story_id": story.story_id,
-                "title": story.title,
-                "file": rel(layout, path) if path is not None else None,
-                "status": status.value if status is not None else None,
-                "dependencies": list(story.dependencies),
-                "next": action,
-            }
-        )
+    multiple = len(choice.candidates) > 1
+    return {
+        "story_id": story.story_id,
+        "epic": epic.number,
+        "title": story.title,
+        "file": rel(layout, choice.path) if choice.path is not None else None,
+        "file_reason": choice.reason if multiple or choice.path is None else None,
+        "status": status.value if status is not None else None,
+        "problem": problem,
+        "dependencies": list(story.dependencies),
+        "waiting_for": waiting,
+        "next": action,
+    }
+
+
+def make_plan(config: RunConfig) -> dict[str, Any]:
+    """Stories, their files, statuses, dependencies and next steps, as JSON-able data.
+
+    Raises ConfigError/ProjectError for bad input (no epic, bad config), like ``run`` would;
+    a problem with one story's file is reported in that story's row instead.
+    """
+    prepared = prepare_run(config, several_epics=True)
+    layout = prepared.layout
+    epics = prepared.epics if len(prepared.epics) > 1 else (prepared.epic,)
+    notes: list[str] = list(layout.notes)
+    for epic in epics:
+        notes.extend(w for w in epic.warnings if w not in notes)
+    development = _development_status(layout, notes)
+    listings: dict[Path, list[Path]] = {}
+    done: set[str] = set()
+    stories: list[dict[str, Any]] = []
+    first_runnable: str | None = None
+    for epic in epics:
+        selected = prepared.stories if epic is prepared.epic else epic.stories
+        for story in selected:
+            row = _story_row(layout, epic, story, development, listings, done, config)
+            status = StoryStatus(row["status"]) if row["status"] is not None else None
+            if (
+                first_runnable is None
+                and not row["waiting_for"]
+                and row["problem"] is None
+                and status not in _STOPPED
+            ):
+                first_runnable = story.story_id
+            stories.append(row)
     return {
         "epic": rel(layout, prepared.epic.path),
+        "epics": [epic.number for epic in epics],
         "layout": layout.version,
         "story_dir": rel(layout, layout.story_dir),
         "qa_dir": rel(layout, layout.qa_dir),
         "stories": stories,
         "runs_next": first_runnable,
+        "notes": notes,
         "gates": [] if config.skip_gates else [g.name for g in config.gates],
     }

@@ -31,10 +31,18 @@ import cattrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._agent import AgentRunner
-from ._bmad import Epic, EpicStory, Layout, StoryStatus, detect_layout, find_epic, parse_epic
+from ._bmad import (
+    Epic,
+    EpicStory,
+    Layout,
+    StoryStatus,
+    detect_layout,
+    resolve_epics,
+    story_dirs_near,
+)
 from ._config import RunConfig
 from ._converter import make_converter
-from ._errors import BmadError, ConfigError, StateError, unwrap_single
+from ._errors import BmadError, ConfigError, ProjectError, StateError, unwrap_single
 from ._events import Event, RunFinished, RunStarted, StoryFinished, StoryStarted
 from ._gate_phase import run_quality_gates
 from ._lock import RunLock
@@ -108,10 +116,15 @@ class _Prepared:
     layout: Layout
     epic: Epic
     stories: tuple[EpicStory, ...]
+    epics: tuple[Epic, ...] = attrs.field(factory=tuple[Epic, ...])
+    """Every epic of a multi-epic file given without a number (``plan`` only)."""
 
 
-def prepare_run(config: RunConfig) -> _Prepared:
-    """Validate everything before anything is written (bad input → ConfigError/ProjectError)."""
+def prepare_run(config: RunConfig, *, several_epics: bool = False) -> _Prepared:
+    """Validate everything before anything is written (bad input → ConfigError/ProjectError).
+
+    ``several_epics``: a file holding several epics, given without a number, yields them all
+    (``plan`` shows them); otherwise that is an error naming the numbers."""
     layout = detect_layout(
         config.project,
         story_location=config.story_location,
@@ -126,13 +139,24 @@ def prepare_run(config: RunConfig) -> _Prepared:
         if epic_arg is None
         else (epic_arg if epic_arg.is_absolute() else config.project / epic_arg)
     )
-    if epic_path is not None and epic_path.is_file():
-        epic = parse_epic(epic_path, number=config.epic_number)
-    elif epic_arg is None or epic_arg.name.isdigit():
-        number = config.epic_number if epic_arg is None else int(epic_arg.name)
-        epic = find_epic(layout, number)
-    else:
+    if (
+        epic_arg is not None
+        and epic_path is not None
+        and not epic_path.is_file()
+        and not epic_arg.name.isdigit()
+    ):
         raise ConfigError(f"{epic_arg}: epic file not found")
+    where, epics = resolve_epics(layout, epic_path, config.epic_number)
+    if len(epics) > 1 and not several_epics:
+        numbers = ", ".join(str(e.number) for e in epics)
+        raise ProjectError(
+            f"the file holds several epics ({numbers}); pass the epic's number instead",
+            path=str(where),
+        )
+    epic = next(iter(epics))  # resolve_epics returns at least one
+    if config.story_location is None:
+        near = story_dirs_near(epic.path)
+        layout = attrs.evolve(layout, story_dirs=(*layout.story_search_dirs, *near))
     stories = epic.stories
     if config.stories:
         known = {s.story_id for s in epic.stories}
@@ -140,7 +164,7 @@ def prepare_run(config: RunConfig) -> _Prepared:
         if unknown:
             raise ConfigError(f"--story {unknown[0]}: no such story in {epic.path.name}")
         stories = tuple(s for s in epic.stories if s.story_id in config.stories)
-    return _Prepared(config, layout, epic, stories)
+    return _Prepared(config, layout, epic, stories, epics)
 
 
 class EventStream(anyio.abc.ObjectReceiveStream[Event]):

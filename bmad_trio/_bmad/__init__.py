@@ -5,9 +5,18 @@ Every problem with the user's files is a :class:`~bmad_trio.ProjectError` naming
 raised before anything is written.
 """
 
-from ._epics import Epic, EpicStory, find_epic, parse_epic, parse_epic_document, select_epic
+from ._epics import (
+    Epic,
+    EpicStory,
+    epic_candidates,
+    find_epic,
+    parse_epic,
+    parse_epic_document,
+    resolve_epics,
+    select_epic,
+)
 from ._gates import GateDecision, GateIssue, QaGate, find_gate_file, read_gate
-from ._ids import split_story_id, story_key, story_slug, validate_story_id
+from ._ids import same_story_id, split_story_id, story_key, story_slug, validate_story_id
 from ._layout import BmadVersion, Layout, detect_layout
 from ._sprint_status import (
     SPRINT_ORDER,
@@ -28,10 +37,15 @@ from ._status_line import set_story_status
 from ._stories import (
     ReviewFinding,
     Story,
+    StoryFileChoice,
     StoryTask,
+    cross_epic_dependency_met,
     find_story_file,
+    locate_story_file,
     new_story_path,
     parse_story,
+    sprint_keys_for,
+    story_dirs_near,
 )
 from ._textio import MAX_FILE_BYTES
 
@@ -49,12 +63,16 @@ __all__ = [
     "ReviewFinding",
     "SpellingFamily",
     "Story",
+    "StoryFileChoice",
     "StoryStatus",
     "StoryTask",
+    "cross_epic_dependency_met",
     "detect_layout",
+    "epic_candidates",
     "find_epic",
     "find_gate_file",
     "find_story_file",
+    "locate_story_file",
     "new_story_path",
     "parse_epic",
     "parse_epic_document",
@@ -62,6 +80,8 @@ __all__ = [
     "parse_story",
     "read_gate",
     "read_sprint_status",
+    "resolve_epics",
+    "same_story_id",
     "select_epic",
     "set_sprint_status",
     "set_story_status",
@@ -69,7 +89,9 @@ __all__ = [
     "spelling_family_of",
     "split_story_id",
     "sprint_key_for",
+    "sprint_keys_for",
     "sprint_word_for",
+    "story_dirs_near",
     "story_key",
     "story_slug",
     "validate_story_id",

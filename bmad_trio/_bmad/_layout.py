@@ -1,15 +1,21 @@
 """Where a project keeps its BMAD artifacts: v4 (``.bmad-core/``), v6 (``_bmad/``) or plain.
 
-v4 reads ``.bmad-core/core-config.yaml``; v6 reads ``_bmad/bmm/config.yaml`` and then
-``_bmad/config.toml`` (``[modules.bmm]``, overridden by ``_bmad/custom/config.toml``), expanding
-``{project-root}``. When both installs exist, v6 wins. Explicit overrides win over everything.
-v6 has no QA gate directory of its own: gates go to ``{implementation_artifacts}/qa/gates``.
+v4 reads ``.bmad-core/core-config.yaml``; v6 reads ``_bmad/bmm/config.yaml`` (v6-alpha installs:
+``bmad/bmm/config.yaml``) and then ``_bmad/config.toml`` (``[modules.bmm]``, overridden by
+``_bmad/custom/config.toml``), expanding ``{project-root}``. When both installs exist, v6 wins and
+v4's locations are searched after v6's. Explicit overrides win over everything. v6 has no QA gate
+directory of its own: gates go to ``{implementation_artifacts}/qa/gates``.
+
+Story files are searched in ``story_dirs`` (the configured story location first, then the v6
+``story_location`` of sprint-status.yaml, ``sprint_artifacts``, implementation artifacts and their
+``stories/`` folders). A configured absolute path from another machine is re-rooted in the project
+when its tail exists here; what cannot be placed is said in ``notes``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -38,6 +44,11 @@ class Layout:
     config_path: Path | None
     """The config file read (None for plain projects or an install without one)."""
     story_dir: Path
+    """Where new story files are written (and the first place searched)."""
+    story_dirs: tuple[Path, ...] = ()
+    """Every directory searched for story files, ``story_dir`` first (may not exist)."""
+    notes: tuple[str, ...] = ()
+    """Plain sentences about configured locations that could not be used as written."""
     epic_locations: tuple[Path, ...]
     """Epic files and directories to look in, in order of preference (may not exist)."""
     epic_file_pattern: str = "epic-{n}*.md"
@@ -57,12 +68,73 @@ class Layout:
     def gates_dir(self) -> Path:
         return self.qa_dir / "gates"
 
+    @property
+    def story_search_dirs(self) -> tuple[Path, ...]:
+        """``story_dir`` then the other ``story_dirs``, without repeats."""
+        return tuple(dict.fromkeys((self.story_dir, *self.story_dirs)))
+
 
 def _expand(value: str, project: Path, source: Path, key: str) -> Path:
     expanded = value.replace("{project-root}", str(project)).strip()
     if not expanded or "{" in expanded:
         raise ProjectError(f"cannot resolve {key} = {value!r}", path=str(source))
     return ensure_inside(project, Path(expanded), what=f"{key} ({value})")
+
+
+def _rebase(project: Path, path: Path) -> Path | None:
+    """An absolute path from another machine (``/Users/x/proj/docs/stories``) re-rooted here:
+    the longest tail of it that exists inside ``project``."""
+    parts = path.parts[1:]
+    for start in range(len(parts)):
+        candidate = project.joinpath(*parts[start:])
+        if candidate.is_dir():
+            return candidate.resolve()
+    return None
+
+
+def _place(
+    value: str, project: Path, source: Path, key: str, notes: list[str], **names: str
+) -> Path | None:
+    """Resolve a configured location, or None with a note saying why it cannot be used.
+
+    ``{project-root}`` and the names given (``{output_folder}`` …) are expanded; a relative path
+    that climbs out of the project is still refused (ProjectError), like any other escape."""
+    expanded = value.replace("{project-root}", str(project)).strip()
+    for name, replacement in names.items():
+        expanded = expanded.replace("{" + name + "}", replacement)
+    where = f"{source.name}: {key} = {value!r}"
+    if not expanded or "{" in expanded:
+        notes.append(f"{where} cannot be resolved; using the default")
+        return None
+    path = Path(expanded)
+    if path.is_absolute():
+        resolved = path.resolve()
+        root = project.resolve()
+        if resolved != root and not resolved.is_relative_to(root):
+            rebased = _rebase(root, path)
+            if rebased is None:
+                notes.append(f"{where} is outside the project; using the default")
+            else:
+                notes.append(f"{where} is outside the project; using {rebased.relative_to(root)}")
+            return rebased
+    return ensure_inside(project, path, what=f"{key} ({value})")
+
+
+def _sprint_story_location(project: Path, sprint_status: Path, notes: list[str]) -> Path | None:
+    """The ``story_location:`` of a sprint-status.yaml (None when absent or unreadable)."""
+    if not sprint_status.is_file():
+        return None
+    try:
+        loaded = load_yaml_file(sprint_status)
+    except ProjectError as exc:
+        notes.append(f"{sprint_status.name}: {exc}")
+        return None
+    if not isinstance(loaded, dict):
+        return None
+    value = cast(dict[object, Any], loaded).get("story_location")
+    if not isinstance(value, str):
+        return None
+    return _place(value, project, sprint_status, "story_location", notes)
 
 
 def _mapping(value: object, source: Path, what: str) -> dict[str, Any]:
@@ -121,7 +193,10 @@ def _v4_layout(project: Path) -> Layout:
         version="v4",
         config_path=config_path if config_path.is_file() else None,
         story_dir=story_dir,
-        epic_locations=epics,
+        story_dirs=tuple(dict.fromkeys((story_dir, project / "docs" / "stories"))),
+        epic_locations=tuple(
+            dict.fromkeys((*epics, project / "docs" / "epics", project / "docs" / "epics.md"))
+        ),
         epic_file_pattern=_string(prd, "epicFilePattern", source) or "epic-{n}*.md",
         qa_dir=qa_dir,
         agent_files=_existing({role: core / "agents" / f"{role}.md" for role in V4_AGENTS}),
@@ -135,7 +210,7 @@ def _v4_layout(project: Path) -> Layout:
 def _find_workflow_dirs(project: Path, bmad: Path) -> dict[str, Path]:
     wanted = {name: name for name in V6_WORKFLOWS} | {f"bmad-{name}": name for name in V6_WORKFLOWS}
     found: dict[str, Path] = {}
-    roots = [bmad, project / ".claude" / "skills"]
+    roots = [bmad, project / ".claude" / "skills", project / ".agents" / "skills"]
     for root in roots:
         if not root.is_dir():
             continue
@@ -152,13 +227,23 @@ def _find_workflow_dirs(project: Path, bmad: Path) -> dict[str, Path]:
     return found
 
 
+_V6_KEYS = (
+    "output_folder",
+    "planning_artifacts",
+    "implementation_artifacts",
+    "sprint_artifacts",
+    "dev_story_location",
+    "story_location",
+)
+
+
 def _v6_values(project: Path, bmad: Path) -> tuple[dict[str, str], Path | None]:
     values: dict[str, str] = {}
     config_path: Path | None = None
     yaml_path = bmad / "bmm" / "config.yaml"
     if yaml_path.is_file():
         table = _mapping(load_yaml_file(yaml_path), yaml_path, "bmm/config.yaml")
-        for key in ("output_folder", "planning_artifacts", "implementation_artifacts"):
+        for key in _V6_KEYS:
             value = _string(table, key, yaml_path)
             if value is not None:
                 values[key] = value
@@ -171,7 +256,7 @@ def _v6_values(project: Path, bmad: Path) -> tuple[dict[str, str], Path | None]:
         modules = _mapping(data.get("modules"), toml_path, "[modules]")
         bmm = _mapping(modules.get("bmm"), toml_path, "[modules.bmm]")
         for table in (core, bmm):
-            for key in ("output_folder", "planning_artifacts", "implementation_artifacts"):
+            for key in _V6_KEYS:
                 value = _string(table, key, toml_path)
                 if value is not None:
                     values[key] = value
@@ -180,47 +265,126 @@ def _v6_values(project: Path, bmad: Path) -> tuple[dict[str, str], Path | None]:
     return values, config_path
 
 
-def _v6_layout(project: Path) -> Layout:
-    bmad = project / "_bmad"
+def _first_file(paths: Sequence[Path]) -> Path | None:
+    return next((path for path in paths if path.is_file()), None)
+
+
+def _v6_layout(project: Path, bmad: Path) -> Layout:
     values, config_path = _v6_values(project, bmad)
     source = config_path or bmad
-    output = _expand(
-        values.get("output_folder", "{project-root}/_bmad-output"), project, source, "output_folder"
+    notes: list[str] = []
+    alpha = bmad.name == "bmad"  # v6-alpha installs wrote everything under docs/ by default
+
+    def place(key: str, default: Path, **names: str) -> Path:
+        value = values.get(key)
+        placed = None if value is None else _place(value, project, source, key, notes, **names)
+        return placed if placed is not None else default
+
+    output = place("output_folder", project / ("docs" if alpha else "_bmad-output"))
+    names = {"output_folder": str(output)}
+    planning = place(
+        "planning_artifacts", output if alpha else output / "planning-artifacts", **names
     )
-    planning = _expand(
-        values.get("planning_artifacts", str(output / "planning-artifacts")),
-        project,
-        source,
-        "planning_artifacts",
-    )
-    implementation = _expand(
-        values.get("implementation_artifacts", str(output / "implementation-artifacts")),
-        project,
-        source,
+    implementation = place(
         "implementation_artifacts",
+        output if alpha else output / "implementation-artifacts",
+        **names,
     )
+    names |= {"implementation_artifacts": str(implementation)}
+    sprint = place("sprint_artifacts", implementation, **names)
+    sprint_status = _first_file(
+        [
+            implementation / "sprint-status.yaml",
+            sprint / "sprint-status.yaml",
+            output / "sprint-status.yaml",
+        ]
+    ) or (implementation / "sprint-status.yaml")
+    configured = place(
+        "dev_story_location", place("story_location", implementation, **names), **names
+    )
+    from_sprint = _sprint_story_location(project, sprint_status, notes)
+    if "dev_story_location" in values or "story_location" in values or from_sprint is None:
+        story_dir = configured
+    else:
+        story_dir = from_sprint
+    story_dirs = [
+        story_dir,
+        *([from_sprint] if from_sprint is not None else []),
+        implementation,
+        implementation / "stories",
+        sprint,
+        sprint / "stories",
+        output / "stories",
+        project / "docs" / "stories",
+    ]
     return Layout(
         project=project,
         version="v6",
         config_path=config_path,
-        story_dir=implementation,
-        epic_locations=(planning / "epics.md", planning / "epics", planning),
+        story_dir=story_dir,
+        story_dirs=tuple(dict.fromkeys(story_dirs)),
+        notes=tuple(notes),
+        epic_locations=tuple(
+            dict.fromkeys(
+                (
+                    planning / "epics.md",
+                    planning / "epics",
+                    planning,
+                    output / "epics.md",
+                    output / "epics",
+                    output / "prd",
+                    output,
+                )
+            )
+        ),
         epic_file_pattern="epic*{n}*.md",
         qa_dir=implementation / "qa",
-        sprint_status_path=implementation / "sprint-status.yaml",
+        sprint_status_path=sprint_status,
         workflow_dirs=_find_workflow_dirs(project, bmad),
     )
 
 
 def _plain_layout(project: Path) -> Layout:
     docs = project / "docs"
+    notes: list[str] = []
+    sprint_status = _first_file(
+        [
+            docs / "sprint-artifacts" / "sprint-status.yaml",
+            docs / "sprint-status.yaml",
+            project / "_bmad-output" / "implementation-artifacts" / "sprint-status.yaml",
+        ]
+    )
+    from_sprint = (
+        None if sprint_status is None else _sprint_story_location(project, sprint_status, notes)
+    )
+    story_dirs = [
+        *([from_sprint] if from_sprint is not None else []),
+        docs / "stories",
+        docs / "sprint-artifacts" / "stories",
+        docs / "sprint-artifacts",
+        project / "_bmad-output" / "implementation-artifacts",
+    ]
     return Layout(
         project=project,
         version="plain",
         config_path=None,
-        story_dir=docs / "stories",
+        story_dir=from_sprint or docs / "stories",
+        story_dirs=tuple(dict.fromkeys(story_dirs)),
+        notes=tuple(notes),
         epic_locations=(docs / "prd", docs / "epics", docs / "epics.md", docs / "prd.md"),
         qa_dir=docs / "qa",
+        sprint_status_path=sprint_status,
+    )
+
+
+def _merge_v4(layout: Layout, project: Path) -> Layout:
+    """Both installs: v6 wins, v4's story and epic locations are searched after v6's."""
+    v4 = _v4_layout(project)
+    return attrs.evolve(
+        layout,
+        story_dirs=tuple(dict.fromkeys((*layout.story_search_dirs, *v4.story_search_dirs))),
+        epic_locations=tuple(dict.fromkeys((*layout.epic_locations, *v4.epic_locations))),
+        notes=layout.notes + v4.notes,
     )
 
 
@@ -235,8 +399,18 @@ def detect_layout(
     root = project.resolve()
     if not root.is_dir():
         raise ProjectError("project directory does not exist", path=str(project))
-    if (root / "_bmad").is_dir():
-        layout = _v6_layout(root)
+    v6_dir = next(
+        (
+            root / name
+            for name in ("_bmad", "bmad")
+            if (root / name / "bmm").is_dir() or (name == "_bmad" and (root / name).is_dir())
+        ),
+        None,
+    )
+    if v6_dir is not None:
+        layout = _v6_layout(root, v6_dir)
+        if (root / ".bmad-core").is_dir():
+            layout = _merge_v4(layout, root)
     elif (root / ".bmad-core").is_dir():
         layout = _v4_layout(root)
     else:
@@ -244,6 +418,7 @@ def detect_layout(
     changes: dict[str, Any] = {}
     if story_location is not None:
         changes["story_dir"] = ensure_inside(root, Path(story_location), what="story_location")
+        changes["story_dirs"] = ()
     if epic_location is not None:
         changes["epic_locations"] = (
             ensure_inside(root, Path(epic_location), what="epic_location"),

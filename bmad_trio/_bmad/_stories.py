@@ -1,22 +1,26 @@
 """Story files: finding them by every naming form in use, choosing new paths, and parsing them.
 
-Names found (first match wins): ``{e}.{s}.story.md``, ``{e}.{s}.{slug}.md``, ``{story_key}.md``,
-``story-{e}.{s}.md``, then the globs ``{e}.{s}.*.md`` and ``{e}-{s}-*.md``. New files get
+Forms found (see :func:`locate_story_file`): ``2.10.story.md``, ``2.10.some-slug.md``,
+``2.10-some-slug.md``, ``2.10.md``, ``story-2.10-some-slug.md``, ``story-2.10.md``, v6
+``2-10-some-slug.md`` and ``{key}.md``, in any story directory and its subfolders. New files get
 ``{story_dir}/{e}.{s}.story.md`` (v4/plain, what BMAD's create-next-story writes) or
 ``{implementation_artifacts}/{story_key}.md`` (v6).
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
 
 from .._errors import ProjectError
-from ._ids import split_story_id, story_key, story_slug, validate_story_id
+from ._ids import same_story_id, split_story_id, story_key, story_slug, validate_story_id
 from ._layout import Layout
 from ._markdown import Heading, find_section, scan_headings, section_of
+from ._sprint_status import read_sprint_status
 from ._status import StoryStatus
 from ._status_line import StatusLine, find_status_line
 from ._textio import ensure_inside, read_text_doc, split_lines
@@ -24,13 +28,18 @@ from ._textio import ensure_inside, read_text_doc, split_lines
 __all__ = [
     "ReviewFinding",
     "Story",
+    "StoryFileChoice",
     "StoryTask",
+    "cross_epic_dependency_met",
     "find_story_file",
+    "locate_story_file",
     "new_story_path",
     "parse_story",
+    "sprint_keys_for",
+    "story_dirs_near",
 ]
 
-_TITLE = re.compile(r"^Story\s+(\d+\.\d+[a-z]?)\s*:?\s*(.*)$", re.IGNORECASE)
+_TITLE = re.compile(r"^Story\s+(\d+\.\d+[A-Za-z]?)\b\s*[:\-\u2013\u2014]?\s*(.*)$", re.IGNORECASE)
 _CHECKBOX = re.compile(r"^([ \t]*)[-*+][ \t]+\[([ xX])\][ \t]*(.*?)[ \t]*\r?\n?$")
 _LIST_ITEM = re.compile(r"^[ \t]*(?:[-*+]|\d+[.)])[ \t]+(.*?)[ \t]*\r?\n?$")
 _FINDING_TAGS = re.compile(r"^((?:\[[^\]]*\]\s*)+)(.*)$")
@@ -39,7 +48,7 @@ _DEV_RECORD = re.compile(r"^Dev\s+Agent\s+Record\b", re.IGNORECASE)
 _FILE_LIST = re.compile(r"^File\s+List\b", re.IGNORECASE)
 _QA_RESULTS = re.compile(r"^QA\s+Results\b", re.IGNORECASE)
 _REVIEW_FINDINGS = re.compile(r"^Review\s+Findings\b", re.IGNORECASE)
-_ID_FROM_NAME = re.compile(r"^(?:story-)?(\d+)[.-](\d+[a-z]?)(?:[.-]|$)")
+_ID_FROM_NAME = re.compile(r"^(?:story[-_]?)?(\d+)[.-](\d+[A-Za-z]?)(?:[.\-_ ]|$)", re.IGNORECASE)
 
 
 @attrs.frozen
@@ -83,33 +92,196 @@ class Story:
     review_findings: tuple[ReviewFinding, ...]
 
 
-def find_story_file(layout: Layout, story_id: str, title: str | None = None) -> Path | None:
-    """The existing file of story ``story_id`` (``title`` adds the slug forms), or None.
+@attrs.frozen
+class StoryFileChoice:
+    """Which file is story ``story_id``'s, and why (for ``plan`` to say)."""
 
-    Exact names win in the documented order; otherwise one glob match is taken, and several
-    glob matches (e.g. ``1.2.a.md`` and ``1.2.b.md``) are a ProjectError.
+    path: Path | None
+    reason: str
+    """E.g. ``exact name 1.2.story.md``, ``only file named for 1.2``, ``title matches``."""
+    candidates: tuple[Path, ...] = ()
+    """Every file that could have been the story's (more than one: a choice was made)."""
+
+
+_SEARCH_DEPTH = 3
+_SUB_STORY = re.compile(r"^[.-]\d+(?:[.-]|$)")
+_SIBLING_WORDS = re.compile(
+    r"\.(?:validation(?:-report)?|report|context|review|qa|checklist|notes?|summary|bak|backup|old|orig)"
+    r"(?:[-.][^.]*)?$",
+    re.IGNORECASE,
+)
+_STORY_SUFFIX = re.compile(r"\.story$", re.IGNORECASE)
+_WORD = re.compile(r"\w+")
+_HEAD_ID = re.compile(r"^#\s*Story\s+(\d+\.\d+[A-Za-z]?)", re.IGNORECASE)
+
+
+def _story_files(directory: Path, deep: bool) -> list[Path]:
+    """Markdown files in ``directory`` and (``deep``) up to two levels of subfolders."""
+    found: list[Path] = []
+    base = len(directory.parts)
+    for current, dirs, files in os.walk(directory):
+        here = Path(current)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if not deep or len(here.parts) - base >= _SEARCH_DEPTH - 1:
+            dirs.clear()
+        found.extend(here / name for name in sorted(files) if name.lower().endswith(".md"))
+    return found
+
+
+def _name_rest(name: str, epic: str, number: str) -> str | None:
+    """What follows the id in a file name named for story ``epic.number`` (None: not named so)."""
+    match = re.match(
+        rf"^(?:story[-_ ]?)?0*{re.escape(epic)}[.-]{re.escape(number)}(?P<rest>[.\-_ ].*)?\.md$",
+        name,
+        re.IGNORECASE,
+    )
+    if match is None:
+        return None
+    return match.group("rest") or ""
+
+
+def _rest_slug(rest: str) -> str:
+    return _STORY_SUFFIX.sub("", rest.lstrip(".-_ ")).lower()
+
+
+def _heading_names_other_story(path: Path, story_id: str) -> bool:
+    """True when the file's first ``# Story N.M`` heading names another story."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            head = [handle.readline() for _ in range(15)]
+    except OSError:
+        return False
+    for line in head:
+        match = _HEAD_ID.match(line.strip())
+        if match is not None:
+            return not same_story_id(match.group(1), story_id)
+    return False
+
+
+def _title_score(title: str, rest: str) -> float:
+    wanted = {w for w in _WORD.findall(title.lower().replace("_", " ")) if len(w) > 1}
+    have = {w for w in _WORD.findall(_rest_slug(rest).replace("_", " ")) if len(w) > 1}
+    if not wanted or not have:
+        return 0.0
+    return len(wanted & have) / len(wanted | have)
+
+
+def story_dirs_near(epic_path: Path) -> tuple[Path, ...]:
+    """Story folders beside an epic file (``docs-test/epics/epic-1.md`` → ``docs-test/stories``),
+    searched after the configured ones, as tools that take an epic path do."""
+    return (epic_path.parent.parent / "stories", epic_path.parent / "stories")
+
+
+def locate_story_file(
+    layout: Layout,
+    story_id: str,
+    title: str | None = None,
+    *,
+    keys: Sequence[str] = (),
+    listings: dict[Path, list[Path]] | None = None,
+) -> StoryFileChoice:
+    """Find story ``story_id``'s file in the layout's story directories; never raises for names.
+
+    Exact names win (``keys`` from sprint-status, ``{story_key}.md``, ``{e}.{s}.story.md``,
+    ``{e}.{s}.{slug}.md``, ``{e}.{s}.md``, ``story-{e}.{s}.md`` …, first directory first). Else
+    every file named for the id counts, except sub-stories (``1.1.2-…``) and sibling files
+    (``….validation-report.md``, ``….context.md``, a file whose heading names another story).
+    Several left: the title match, then the closest title, then ``.story.md``, then the shallowest.
+    Subfolders are searched in the story location and in folders named ``stories``. ``listings``
+    is a cache of directory listings the caller may share between stories (one ``plan``).
     """
     epic, number = split_story_id(story_id)
-    directory = layout.story_dir
-    exact = [f"{epic}.{number}.story.md"]
+    slug = story_slug(title) if title else ""
+    exact: list[str] = [f"{key}.md" for key in keys]
     if title:
-        exact += [f"{epic}.{number}.{story_slug(title)}.md", f"{story_key(story_id, title)}.md"]
-    exact.append(f"story-{epic}.{number}.md")
-    for name in exact:
-        if (directory / name).is_file():
-            return ensure_inside(layout.project, directory / name, what=f"story {story_id} file")
-    if not directory.is_dir():
-        return None
-    found = sorted(
-        {p for p in directory.glob(f"{epic}.{number}.*.md") if p.is_file()}
-        | {p for p in directory.glob(f"{epic}-{number}-*.md") if p.is_file()}
+        exact += [f"{story_key(story_id, title)}.md", f"{epic}.{number}.{slug}.md"]
+    exact += [f"{epic}.{number}.story.md", f"{epic}.{number}.md", f"story-{epic}.{number}.md"]
+    if slug:
+        exact += [
+            f"{epic}.{number}-{slug}.md",
+            f"{epic}.{number}.{slug}.story.md",
+            f"story-{epic}.{number}-{slug}.md",
+            f"story-{epic}-{number}-{slug}.md",
+        ]
+    exact.append(f"{epic}-{number}.md")
+    wanted = [name.lower() for name in exact]
+    directories = [d for d in layout.story_search_dirs if d.is_dir()]
+    for directory in directories:  # cheap first: the exact names, as written and lower-cased
+        for name in dict.fromkeys(n for pair in zip(exact, wanted, strict=True) for n in pair):
+            if (directory / name).is_file():
+                path = ensure_inside(
+                    layout.project, directory / name, what=f"story {story_id} file"
+                )
+                return StoryFileChoice(path, f"exact name {name}", (path,))
+    if listings is None:
+        listings = {}
+    for directory in directories:
+        if directory not in listings:
+            deep = directory == layout.story_dir or directory.name.lower() == "stories"
+            listings[directory] = _story_files(directory, deep)
+    for directory in directories:
+        top = {p.name.lower(): p for p in listings[directory] if p.parent == directory}
+        for name in wanted:
+            if name in top:
+                path = ensure_inside(layout.project, top[name], what=f"story {story_id} file")
+                return StoryFileChoice(path, f"exact name {top[name].name}", (path,))
+    named: list[tuple[Path, str]] = []
+    for directory in directories:
+        for path in listings[directory]:
+            rest = _name_rest(path.name, epic, number)
+            if rest is None or path in (p for p, _ in named):
+                continue
+            if rest.lower()[1:] in wanted or (slug and _rest_slug(rest) == slug):
+                safe = ensure_inside(layout.project, path, what=f"story {story_id} file")
+                return StoryFileChoice(safe, f"title matches ({path.name})", (safe,))
+            named.append((path, rest))
+    candidates = [
+        (path, rest)
+        for path, rest in named
+        if not _SUB_STORY.match(rest) and not _SIBLING_WORDS.search(rest.removesuffix(".md"))
+    ]
+    stems = {path.stem.lower() for path, _ in candidates}
+    candidates = [
+        (path, rest)
+        for path, rest in candidates
+        if not any(path.stem.lower().startswith(f"{stem}.") for stem in stems - {path.stem.lower()})
+    ]
+    if len(candidates) > 1:
+        candidates = [c for c in candidates if not _heading_names_other_story(c[0], story_id)]
+    if not candidates:
+        if named:
+            names = ", ".join(p.name for p, _ in named[:3])
+            return StoryFileChoice(None, f"only sub-stories or sibling files ({names})")
+        return StoryFileChoice(None, "no file yet")
+    paths = tuple(
+        ensure_inside(layout.project, p, what=f"story {story_id} file") for p, _ in candidates
     )
-    if len(found) > 1:
-        names = ", ".join(p.name for p in found)
-        raise ProjectError(f"several files could be story {story_id}: {names}", path=str(directory))
-    if not found:
-        return None
-    return ensure_inside(layout.project, found[0], what=f"story {story_id} file")
+    if len(candidates) == 1:
+        return StoryFileChoice(paths[0], f"only file named for {story_id}", paths)
+    depth = {d: len(d.parts) for d in directories}
+
+    def rank(item: tuple[int, tuple[Path, str]]) -> tuple[float, int, int, int]:
+        index, (path, rest) = item
+        level = min(
+            (len(path.parts) - depth[d] for d in directories if path.is_relative_to(d)), default=9
+        )
+        score = _title_score(title or "", rest)
+        return (-score, 0 if rest.lower().endswith(".story.md") or rest == "" else 1, level, index)
+
+    best_index, (_, best_rest) = min(enumerate(candidates), key=rank)
+    score = _title_score(title or "", best_rest)
+    why = "closest title" if score > 0 else "first by name"
+    names = ", ".join(p.name for p, _ in candidates)
+    return StoryFileChoice(
+        paths[best_index], f"{why} of {len(candidates)} files named for {story_id} ({names})", paths
+    )
+
+
+def find_story_file(
+    layout: Layout, story_id: str, title: str | None = None, *, keys: Sequence[str] = ()
+) -> Path | None:
+    """The existing file of story ``story_id`` (see :func:`locate_story_file`), or None."""
+    return locate_story_file(layout, story_id, title, keys=keys).path
 
 
 def new_story_path(layout: Layout, story_id: str, title: str) -> Path:
@@ -238,3 +410,45 @@ def parse_story(path: Path) -> Story:
         qa_results=_section_text(lines, headings, _QA_RESULTS),
         review_findings=_review_findings(lines, headings),
     )
+
+
+def sprint_keys_for(development_status: Mapping[str, str], story_id: str) -> tuple[str, ...]:
+    """The sprint-status keys of story ``story_id`` (``1-8-…`` for ``1.8``), as written."""
+    epic, number = split_story_id(story_id)
+    prefix = f"{epic}-{number}-".lower()
+    return tuple(
+        key
+        for key in development_status
+        if key.lower().startswith(prefix) or key.lower() == prefix[:-1]
+    )
+
+
+def cross_epic_dependency_met(
+    layout: Layout,
+    story_id: str,
+    *,
+    development: Mapping[str, str] | None = None,
+    listings: dict[Path, list[Path]] | None = None,
+) -> bool:
+    """Whether story ``story_id`` (usually of another epic) is finished, read from disk now.
+
+    Done means its story file says Done, or (no readable file) sprint-status.yaml says ``done``.
+    A story with no file, or an unreadable one, is not done. ``plan`` and ``run`` both use this;
+    ``development`` (sprint-status already read) and ``listings`` only save re-reading.
+    """
+    if development is None:
+        development = {}
+        sprint = layout.sprint_status_path
+        if sprint is not None and sprint.is_file():
+            try:
+                development = read_sprint_status(sprint)
+            except ProjectError:
+                development = {}
+    keys = sprint_keys_for(development, story_id)
+    path = locate_story_file(layout, story_id, keys=keys, listings=listings).path
+    if path is not None:
+        try:
+            return parse_story(path).status is StoryStatus.DONE
+        except ProjectError:
+            pass
+    return any(development.get(key, "").strip().lower() == "done" for key in keys)

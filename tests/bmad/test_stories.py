@@ -13,6 +13,7 @@ from bmad_trio._bmad import (
     detect_layout,
     find_epic,
     find_story_file,
+    locate_story_file,
     new_story_path,
     parse_story,
     set_story_status,
@@ -98,14 +99,15 @@ def test_every_naming_form_is_found(tmp_path: Path, name: str) -> None:
     assert find_story_file(layout, "1.4", "Some Title") == (stories / name).resolve()
 
 
-def test_ambiguous_glob_matches_are_an_error(tmp_path: Path) -> None:
+def test_several_glob_matches_pick_one_and_say_why(tmp_path: Path) -> None:
     stories = tmp_path / "docs/stories"
     stories.mkdir(parents=True)
     (stories / "1.1.a.md").write_text("x")
     (stories / "1.1.b.md").write_text("x")
-    with pytest.raises(ProjectError, match=r"several files could be story 1\.1") as info:
-        find_story_file(detect_layout(tmp_path), "1.1")
-    assert info.value.path == str(stories.resolve())
+    choice = locate_story_file(detect_layout(tmp_path), "1.1")
+    assert choice.path == (stories / "1.1.a.md").resolve()
+    assert len(choice.candidates) == 2
+    assert "1.1.a.md, 1.1.b.md" in choice.reason
 
 
 @pytest.mark.parametrize("bad", ["../1.1", "/etc/passwd", "1.1/../../x", "1", "a.b"])

@@ -1,0 +1,107 @@
+"""``bmad-trio plan`` on projects shaped like real ones (synthetic fixtures written here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bmad_trio._config import load_config
+from bmad_trio._plan import make_plan
+
+
+def _write(root: Path, relative: str, text: str) -> Path:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _plan(project: Path, epic: str) -> dict[str, object]:
+    return make_plan(load_config(project, overrides={"epic": Path(epic)}))
+
+
+def _story(status: str, n: str) -> str:
+    return f"# Story {n}: T\n\n## Status\n\n{status}\n"
+
+
+def test_one_odd_story_file_does_not_stop_the_epic(tmp_path: Path) -> None:
+    _write(tmp_path, "docs/prd/epic-1.md", "# Epic 1: A\n\n### Story 1.1: A\n\n### Story 1.2: B\n")
+    _write(tmp_path, "docs/stories/1.1.story.md", _story("Done", "1.1"))
+    _write(tmp_path, "docs/stories/1.2.story.md", _story("Whatever This Is", "1.2"))
+    plan = _plan(tmp_path, "1")
+    rows = {s["story_id"]: s for s in plan["stories"]}  # type: ignore[union-attr]
+    assert rows["1.1"]["status"] == "done"
+    assert rows["1.2"]["status"] is None
+    assert "1.2.story.md:5" in rows["1.2"]["problem"]
+    assert rows["1.2"]["next"].startswith("blocked")
+
+
+def test_multi_epic_file_without_number_shows_every_epic(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        "docs-test/prd.md",
+        "## Epic 1: A\n\n### Story 1.1: A\n\n## Epic 2: B\n\n### Story 2.1: B\n\n"
+        "**Dependencies:** Story 1.1\n",
+    )
+    _write(tmp_path, "docs-test/stories/1.1.md", _story("Done", "1.1"))
+    plan = _plan(tmp_path, "docs-test/prd.md")
+    assert plan["epics"] == [1, 2]
+    rows = plan["stories"]
+    assert [(r["story_id"], r["file"]) for r in rows] == [  # type: ignore[index]
+        ("1.1", "docs-test/stories/1.1.md"),
+        ("2.1", None),
+    ]
+    assert rows[1]["waiting_for"] == []  # type: ignore[index]
+
+
+def test_cross_epic_dependency_read_from_disk(tmp_path: Path) -> None:
+    _write(tmp_path, "docs/prd/epic-2.md", "# Epic 2: B\n\n### Story 2.1: B\n\nDepends on: 1.3\n")
+    story = _write(tmp_path, "docs/stories/1.3.story.md", _story("InProgress", "1.3"))
+    plan = _plan(tmp_path, "2")
+    assert plan["stories"][0]["waiting_for"] == ["1.3"]  # type: ignore[index]
+    story.write_text(_story("Done", "1.3"))
+    plan = _plan(tmp_path, "2")
+    assert plan["stories"][0]["waiting_for"] == []  # type: ignore[index]
+
+
+def test_a_stray_file_named_like_the_number_does_not_win(tmp_path: Path) -> None:
+    _write(tmp_path, "docs/prd/epic-2.md", "# Epic 2: Real\n\n### Story 2.1: Real\n")
+    _write(tmp_path, "2", "### Story 9.1: stray\n")
+    plan = _plan(tmp_path, str(tmp_path / "2"))
+    assert plan["epic"] == "docs/prd/epic-2.md"
+
+
+def test_fifty_story_epic_plans_in_half_a_second(tmp_path: Path) -> None:
+    parts = ["# Epic 1: Big\n"]
+    for n in range(1, 51):
+        parts.append(f"\n### Story 1.{n}: Story number {n}\n\nAs a user, I want {n}.\n")
+        if n <= 40:
+            _write(tmp_path, f"docs/stories/1.{n}.story-number-{n}.md", _story("Done", f"1.{n}"))
+    _write(tmp_path, "docs/prd/epic-1.md", "".join(parts))
+    _plan(tmp_path, "1")
+    start = time.perf_counter()
+    plan = _plan(tmp_path, "1")
+    elapsed = time.perf_counter() - start
+    assert len(plan["stories"]) == 50  # type: ignore[arg-type]
+    assert elapsed < 0.5, f"{elapsed:.3f} s"
+
+
+def test_plan_table_is_not_cut_in_a_pipe(tmp_path: Path) -> None:
+    slug = "a-very-long-story-title-that-makes-the-path-longer-than-eighty-columns"
+    _write(tmp_path, "docs/prd/epic-1.md", f"# Epic 1: A\n\n### Story 1.1: {slug}\n")
+    _write(tmp_path, f"docs/stories/1.1.{slug}.md", _story("Draft", "1.1"))
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bmad_trio", "plan", "1", "--project", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"docs/stories/1.1.{slug}.md" in done.stdout
+    json.dumps(done.stdout)
