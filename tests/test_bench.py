@@ -171,3 +171,26 @@ def test_server_and_boundary_parts_run_on_a_tiny_case(tmp_path: Path) -> None:
     table = (out / f"{data['timestamp']}.md").read_text()
     for heading in ("scripted server alone", "session floor", "Agent boundary", "Cancel-to-gone"):
         assert heading in table
+
+
+def test_reading_bench_measures_a_tiny_project() -> None:
+    if not (ROOT / "bench" / "reading.py").is_file():
+        pytest.skip("bench/ is not part of this checkout")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.reading", "--stories", "5", "--rounds", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    figures = json.loads(done.stdout)
+    assert figures["stories"] == 5
+    assert {"epic_parse_ms", "story_files_find_and_parse_ms", "plan_ms"} <= set(figures)
+    assert all(figures[key] > 0 for key in figures)

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from bmad_trio._config import load_config
@@ -75,19 +74,18 @@ def test_a_stray_file_named_like_the_number_does_not_win(tmp_path: Path) -> None
     assert plan["epic"] == "docs/prd/epic-2.md"
 
 
-def test_fifty_story_epic_plans_in_half_a_second(tmp_path: Path) -> None:
+def test_fifty_story_epic_plans_every_story(tmp_path: Path) -> None:
+    # Its speed (goal: under 0.5 s) is measured by `python -m bench.reading`, not asserted here.
     parts = ["# Epic 1: Big\n"]
     for n in range(1, 51):
         parts.append(f"\n### Story 1.{n}: Story number {n}\n\nAs a user, I want {n}.\n")
         if n <= 40:
             _write(tmp_path, f"docs/stories/1.{n}.story-number-{n}.md", _story("Done", f"1.{n}"))
     _write(tmp_path, "docs/prd/epic-1.md", "".join(parts))
-    _plan(tmp_path, "1")
-    start = time.perf_counter()
     plan = _plan(tmp_path, "1")
-    elapsed = time.perf_counter() - start
     assert len(plan["stories"]) == 50  # type: ignore[arg-type]
-    assert elapsed < 0.5, f"{elapsed:.3f} s"
+    files = [story["file"] for story in plan["stories"]]  # type: ignore[union-attr]
+    assert sum(1 for f in files if f) == 40
 
 
 def test_plan_table_is_not_cut_in_a_pipe(tmp_path: Path) -> None:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -261,15 +260,10 @@ def _big_epic(count: int) -> str:
     return "".join(parts)
 
 
-def test_fifty_story_epic_parses_in_milliseconds(tmp_path: Path) -> None:
+def test_fifty_story_epic_parses(tmp_path: Path) -> None:
+    # Its speed is measured by `python -m bench.reading`, not asserted here.
     path = tmp_path / "epics.md"
     path.write_text(_big_epic(50))
     epic = parse_epic(path)
-    start = time.perf_counter()
-    rounds = 20
-    for _ in range(rounds):
-        epic = parse_epic(path)
-    elapsed = (time.perf_counter() - start) / rounds
     assert len(epic.stories) == 50
     assert epic.stories[-1].dependencies == ("1.49",)
-    assert elapsed < 0.05, f"{elapsed * 1000:.1f} ms"

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -284,14 +283,12 @@ def test_missing_story_file(tmp_path: Path) -> None:
         parse_story(tmp_path / "1.1.story.md")
 
 
-def test_fifty_story_files_parse_in_milliseconds(tmp_path: Path) -> None:
+def test_fifty_story_files_are_found_and_parsed(tmp_path: Path) -> None:
+    # Their speed is measured by `python -m bench.reading`, not asserted here.
     source = Path(__file__).parent / "fixtures/v4/docs/stories/1.1.story.md"
     body = source.read_text().replace("Story 1.1:", "Story 1.{n}:")
     for n in range(1, 51):
         (tmp_path / f"1.{n}.story.md").write_text(body.replace("{n}", str(n)))
     layout = detect_layout(tmp_path, story_location=".")
-    start = time.perf_counter()
     stories = [parse_story(find_story_file(layout, f"1.{n}") or tmp_path) for n in range(1, 51)]
-    elapsed = time.perf_counter() - start
     assert [s.story_id for s in stories] == [f"1.{n}" for n in range(1, 51)]
-    assert elapsed < 0.25, f"{elapsed * 1000:.1f} ms"
