@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -36,7 +36,6 @@ __all__ = [
     "check_cli",
     "check_gate_tools",
     "checks_table",
-    "detect_bmad_layout",
     "find_cli",
     "format_checks",
     "preflight_failed",
@@ -338,38 +337,44 @@ def check_gate_tools(
     return results
 
 
-def detect_bmad_layout(project: Path) -> str:
-    """``v4`` (``.bmad-core/core-config.yaml``), ``v6`` (``_bmad/``) or ``plain``.
+def check_bmad_layout(project: Path) -> CheckResult:
+    """Report the project's BMAD layout as a run would read it (never fatal).
 
-    A stand-in until the real detector in ``bmad_trio._bmad`` exists.
+    A project without BMAD installed is a warning; so is a configured location the reader could
+    not use as written (the layout's notes say which and what it did instead).
     """
-    if (project / ".bmad-core" / "core-config.yaml").is_file():
-        return "v4"
-    if (project / "_bmad").is_dir():
-        return "v6"
-    return "plain"
+    from ._bmad import detect_layout  # imported here: `--help` and the other checks stay fast
+    from ._errors import ProjectError
 
-
-def check_bmad_layout(
-    project: Path, *, detect: Callable[[Path], str] = detect_bmad_layout
-) -> CheckResult:
-    """Report the project's BMAD layout; a project without BMAD installed is a warning."""
-    if not project.is_dir():
+    try:
+        layout = detect_layout(project)
+    except ProjectError as exc:
+        return CheckResult(name="BMAD layout", ok=False, detail=str(exc), hint="pass --project DIR")
+    if layout.version == "plain":
         return CheckResult(
             name="BMAD layout",
             ok=False,
-            detail=f"{project} is not a directory",
-            hint="pass --project DIR",
-        )
-    layout = detect(project)
-    if layout == "plain":
-        return CheckResult(
-            name="BMAD layout",
-            ok=False,
-            detail="no BMAD install found (.bmad-core/ or _bmad/); plain layout",
+            detail="no BMAD install found (.bmad-core/, _bmad/ or bmad/); plain layout",
             hint="fine for plain epic files; otherwise install BMAD (npx bmad-method install)",
         )
-    return CheckResult(name="BMAD layout", ok=True, detail=f"BMAD {layout} at {project}")
+    where = layout.config_path.relative_to(layout.project) if layout.config_path else "no config"
+    stories = _relative(layout.story_dir, layout.project)
+    detail = f"BMAD {layout.version} at {project} ({where}); stories in {stories}"
+    if not layout.notes:
+        return CheckResult(name="BMAD layout", ok=True, detail=detail)
+    return CheckResult(
+        name="BMAD layout",
+        ok=False,
+        detail=f"{detail}; " + "; ".join(layout.notes),
+        hint="set the location in the BMAD config or bmad-trio's story_location/epic_location",
+    )
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix() or "."
+    except ValueError:
+        return str(path)
 
 
 # --- all together ---------------------------------------------------------------------------------

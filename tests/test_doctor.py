@@ -24,7 +24,6 @@ from bmad_trio._doctor import (
     check_cli,
     check_gate_tools,
     checks_table,
-    detect_bmad_layout,
     find_cli,
     format_checks,
     preflight_failed,
@@ -313,17 +312,28 @@ def test_gate_tools(tmp_path: Path) -> None:
 
 
 def test_bmad_layout(tmp_path: Path) -> None:
-    assert detect_bmad_layout(tmp_path) == "plain"
     plain = check_bmad_layout(tmp_path)
     assert (plain.ok, plain.fatal) == (False, False)
-    (tmp_path / "_bmad").mkdir()
-    assert detect_bmad_layout(tmp_path) == "v6"
+    assert "plain layout" in plain.detail
     (tmp_path / ".bmad-core").mkdir()
     (tmp_path / ".bmad-core" / "core-config.yaml").write_text("devStoryLocation: docs/stories\n")
-    assert detect_bmad_layout(tmp_path) == "v4"
-    assert check_bmad_layout(tmp_path).detail == f"BMAD v4 at {tmp_path}"
-    assert check_bmad_layout(tmp_path, detect=lambda _: "v6").detail == f"BMAD v6 at {tmp_path}"
-    assert not check_bmad_layout(tmp_path / "missing").ok
+    v4 = check_bmad_layout(tmp_path)
+    assert v4.ok
+    assert (
+        v4.detail == f"BMAD v4 at {tmp_path} (.bmad-core/core-config.yaml); stories in docs/stories"
+    )
+    missing = check_bmad_layout(tmp_path / "missing")
+    assert (missing.ok, missing.fatal) == (False, False)
+
+
+def test_bmad_layout_says_what_it_could_not_place(tmp_path: Path) -> None:
+    config = tmp_path / "_bmad" / "bmm" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text("implementation_artifacts: /Users/someone/elsewhere/impl\n")
+    result = check_bmad_layout(tmp_path)
+    assert (result.ok, result.fatal) == (False, False)
+    assert result.detail.startswith(f"BMAD v6 at {tmp_path}")
+    assert "/Users/someone/elsewhere/impl" in result.detail
 
 
 # --- everything ---------------------------------------------------------------------------------
