@@ -340,7 +340,9 @@ def find_gate_files(layout: Layout, story_id: str, title: str | None = None) -> 
         key=lambda p: (_updated_of(p) or _OLDEST, p.stat().st_mtime_ns, p.name),
         reverse=True,
     )
-    return [ensure_inside(layout.project, p, what=f"gate file of story {story_id}") for p in ordered]
+    return [
+        ensure_inside(layout.project, p, what=f"gate file of story {story_id}") for p in ordered
+    ]
 
 
 def find_gate_file(layout: Layout, story_id: str, title: str | None = None) -> Path | None:
@@ -470,7 +472,9 @@ def review_already_passed(
         return ReviewVerdict(False, f"the story is {shown}, not at review")
     if gate is None:
         if reading.qa_passed:
-            return ReviewVerdict(True, f"the status says QA passed ({(reading.value or '').strip()})")
+            return ReviewVerdict(
+                True, f"the status says QA passed ({(reading.value or '').strip()})"
+            )
         return ReviewVerdict(False, "no gate file")
     passing = gate.gate in (GateDecision.PASS, GateDecision.WAIVED) or (
         gate.gate is GateDecision.CONCERNS and not strict_concerns
@@ -484,7 +488,9 @@ def review_already_passed(
             story_lines = []
     last = story_last_change(story_lines)
     if gate.updated_at is None or last is None:
-        return ReviewVerdict(True, f"gate {gate.gate.value} ({gate.path.name}); no dates to compare")
+        return ReviewVerdict(
+            True, f"gate {gate.gate.value} ({gate.path.name}); no dates to compare"
+        )
     gate_day = gate.updated_at.astimezone(datetime.UTC).date()
     if last <= gate_day:
         return ReviewVerdict(

@@ -20,6 +20,7 @@ import re
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Literal, Protocol, cast
 
 import attrs
@@ -330,7 +331,13 @@ class SupportsLock(Protocol):
 
     def __enter__(self) -> object: ...
 
-    def __exit__(self, *exc: object) -> object: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> object: ...
 
 
 class SprintStatusFile:

@@ -71,7 +71,14 @@ _FRONT_STATUS = re.compile(
     re.IGNORECASE,
 )
 _FRONT_FENCE = re.compile(r"^---[ \t]*$")
-_NO_STATUS = "story file has no Status ('## Status' heading, 'Status:' line or front matter 'status:')"
+_LINE_FORMS: tuple[tuple[re.Pattern[str], StatusForm], ...] = (
+    (_LINE_FORM, "line"),
+    (_TABLE_ROW, "table"),
+    (_COMMENT_FORM, "comment"),
+)
+_NO_STATUS = (
+    "story file has no Status ('## Status' heading, 'Status:' line or front matter 'status:')"
+)
 
 
 @attrs.frozen
@@ -199,11 +206,7 @@ def _locate(lines: Sequence[str], headings: Sequence[Heading] | None) -> StatusL
             and _HEADING_TITLE.match(headings[position].title)
         ):
             return _heading_value(lines, headings, position)
-        for pattern, form in (
-            (_LINE_FORM, "line"),
-            (_TABLE_ROW, "table"),
-            (_COMMENT_FORM, "comment"),
-        ):
+        for pattern, form in _LINE_FORMS:
             match = pattern.match(text)
             if match is not None and match.group("value").strip():
                 return _candidate(index, match, form, text)

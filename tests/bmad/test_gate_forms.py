@@ -111,7 +111,9 @@ def test_broken_yaml_with_readable_gate_line(tmp_path: Path) -> None:
         ("gate: PASS\ntop_issues: 3\n", D.PASS, "'top_issues' is not a list"),
     ],
 )
-def test_non_standard_gates(tmp_path: Path, text: str, decision: GateDecision, warning: str) -> None:
+def test_non_standard_gates(
+    tmp_path: Path, text: str, decision: GateDecision, warning: str
+) -> None:
     path = tmp_path / "1.1-x.yml"
     path.write_text(text)
     gate = read_gate(path)
@@ -126,7 +128,8 @@ def test_story_gate_for_plan(tmp_path: Path, gates: Path) -> None:
     report = story_gate(layout, "2.1")
     assert report is not None
     assert report.decision is None
-    assert report.problem is not None and "QA has not decided" in report.problem
+    assert report.problem is not None
+    assert "QA has not decided" in report.problem
     assert report.as_json(tmp_path)["file"] == "docs/qa/gates/2.1-search.yml"
     (gates / "2.1-search-rerun.yml").write_text("decision: PASS\nupdated: 2025-06-02\n")
     report = story_gate(layout, "2.1")
