@@ -50,6 +50,7 @@ from ._stories import (
     new_story_path,
     parse_story,
 )
+from ._story_state import StoryState, read_story_state
 from ._textio import MAX_FILE_BYTES
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
     "SprintStatusFile",
     "StatusReading",
     "Story",
+    "StoryState",
     "StoryStatus",
     "StoryTask",
     "bmad_story_key",
@@ -90,6 +92,7 @@ __all__ = [
     "read_sprint_entries",
     "read_sprint_status",
     "read_status",
+    "read_story_state",
     "read_story_status",
     "review_already_passed",
     "select_epic",
