@@ -15,11 +15,28 @@ from ._epics import (
     resolve_epics,
     select_epic,
 )
-from ._gates import GateDecision, GateIssue, QaGate, find_gate_file, read_gate
+from ._gates import (
+    GateDecision,
+    GateIssue,
+    GateReport,
+    QaGate,
+    ReviewVerdict,
+    find_gate_file,
+    find_gate_files,
+    read_gate,
+    review_already_passed,
+    story_gate,
+)
 from ._ids import same_story_id, split_story_id, story_key, story_slug, validate_story_id
 from ._layout import BmadVersion, Layout, detect_layout
 from ._sprint_status import (
     SPRINT_ORDER,
+    EffectiveStatus,
+    SprintEntry,
+    SprintStatusFile,
+    bmad_story_key,
+    effective_status,
+    read_sprint_entries,
     read_sprint_status,
     set_sprint_status,
     sprint_key_for,
@@ -33,7 +50,7 @@ from ._status import (
     spell_status,
     spelling_family_of,
 )
-from ._status_line import set_story_status
+from ._status_line import StatusReading, read_status, read_story_status, set_story_status
 from ._stories import (
     ReviewFinding,
     Story,
@@ -47,6 +64,7 @@ from ._stories import (
     sprint_keys_for,
     story_dirs_near,
 )
+from ._story_state import StoryState, read_story_state
 from ._textio import MAX_FILE_BYTES
 
 __all__ = [
@@ -54,23 +72,33 @@ __all__ = [
     "SPRINT_ORDER",
     "STATUS_SPELLINGS",
     "BmadVersion",
+    "EffectiveStatus",
     "Epic",
     "EpicStory",
     "GateDecision",
     "GateIssue",
+    "GateReport",
     "Layout",
     "QaGate",
     "ReviewFinding",
+    "ReviewVerdict",
     "SpellingFamily",
+    "SprintEntry",
+    "SprintStatusFile",
+    "StatusReading",
     "Story",
     "StoryFileChoice",
+    "StoryState",
     "StoryStatus",
     "StoryTask",
+    "bmad_story_key",
     "cross_epic_dependency_met",
     "detect_layout",
+    "effective_status",
     "epic_candidates",
     "find_epic",
     "find_gate_file",
+    "find_gate_files",
     "find_story_file",
     "locate_story_file",
     "new_story_path",
@@ -79,8 +107,13 @@ __all__ = [
     "parse_status_word",
     "parse_story",
     "read_gate",
+    "read_sprint_entries",
     "read_sprint_status",
+    "read_status",
+    "read_story_state",
+    "read_story_status",
     "resolve_epics",
+    "review_already_passed",
     "same_story_id",
     "select_epic",
     "set_sprint_status",
@@ -92,6 +125,7 @@ __all__ = [
     "sprint_keys_for",
     "sprint_word_for",
     "story_dirs_near",
+    "story_gate",
     "story_key",
     "story_slug",
     "validate_story_id",

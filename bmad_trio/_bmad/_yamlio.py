@@ -12,7 +12,7 @@ import yaml
 from .._errors import ProjectError
 from ._textio import read_text_doc
 
-__all__ = ["load_toml_file", "load_yaml_file", "load_yaml_text"]
+__all__ = ["load_toml_file", "load_yaml_file", "load_yaml_text", "yaml_key_lines"]
 
 
 def load_yaml_text(text: str, path: Path) -> object:
@@ -24,6 +24,32 @@ def load_yaml_text(text: str, path: Path) -> object:
         line = cast(int, mark.line) + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ProjectError(f"malformed YAML: {problem}", path=str(path), line=line) from None
+
+
+def yaml_key_lines(text: str, path: Path, *section: str) -> dict[str, int]:
+    """1-based line of every key of the mapping at ``section`` (e.g. ``"development_status"``).
+
+    For messages that must name the line of one entry. Parses like :func:`load_yaml_text` (same
+    errors); a missing section, or one that is not a mapping, gives an empty dict.
+    """
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        load_yaml_text(text, path)  # raises the ProjectError with file and line
+        raise  # pragma: no cover - load_yaml_text raised already
+    for name in section:
+        if not isinstance(node, yaml.MappingNode):
+            return {}
+        node = next(
+            (v for k, v in cast(list[tuple[yaml.Node, yaml.Node]], node.value) if k.value == name),
+            None,
+        )
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {
+        str(key.value): cast(int, key.start_mark.line) + 1
+        for key, _ in cast(list[tuple[yaml.Node, yaml.Node]], node.value)
+    }
 
 
 def load_yaml_file(path: Path) -> object:
