@@ -13,11 +13,12 @@ from ._bmad import (
     Epic,
     EpicStory,
     Layout,
+    SprintEntry,
     StoryStatus,
     cross_epic_dependency_met,
     locate_story_file,
-    parse_story,
-    read_sprint_status,
+    read_sprint_entries,
+    read_story_state,
     sprint_keys_for,
 )
 from ._config import RunConfig
@@ -47,12 +48,12 @@ def next_action(status: StoryStatus | None, *, auto_approve: bool = True) -> str
     return _NEXT[status]
 
 
-def _development_status(layout: Layout, notes: list[str]) -> dict[str, str]:
+def _sprint_entries(layout: Layout, notes: list[str]) -> dict[str, SprintEntry]:
     path = layout.sprint_status_path
     if path is None or not path.is_file():
         return {}
     try:
-        return read_sprint_status(path)
+        return read_sprint_entries(path)
     except ProjectError as exc:
         notes.append(f"sprint status not read: {exc}")
         return {}
@@ -62,20 +63,26 @@ def _story_row(
     layout: Layout,
     epic: Epic,
     story: EpicStory,
-    development: dict[str, str],
+    entries: dict[str, SprintEntry],
     listings: dict[Path, list[Path]],
     done: set[str],
     config: RunConfig,
 ) -> dict[str, Any]:
+    development = {key: entry.word for key, entry in entries.items()}
     keys = sprint_keys_for(development, story.story_id)
     choice = locate_story_file(layout, story.story_id, story.title, keys=keys, listings=listings)
-    status: StoryStatus | None = None
-    problem: str | None = None
-    if choice.path is not None:
-        try:
-            status = parse_story(choice.path).status
-        except ProjectError as exc:
-            problem = str(exc)
+    # The same reading `run` acts on: the file's status, sprint-status where it is corroborated,
+    # and whether a review already passed. One odd file is this row's problem, never the plan's.
+    state = read_story_state(
+        layout,
+        story.story_id,
+        story.title,
+        choice.path,
+        sprint_entries=entries,
+        strict_concerns=config.strict_concerns,
+    )
+    status = state.status
+    problem = state.unreadable
     if status is StoryStatus.DONE:
         done.add(story.story_id)
     declared = {s.story_id for s in epic.stories}
@@ -92,18 +99,27 @@ def _story_row(
     ]
     if problem is not None:
         action = "blocked: fix the story file (see problem)"
+    elif status is StoryStatus.REVIEW and state.review is not None and state.review.finished:
+        action = "done: its review already passed (no QA re-run)"
     else:
         action = next_action(status, auto_approve=config.auto_approve)
         if waiting and status is not StoryStatus.DONE:
             action = f"after {', '.join(waiting)}: {action}"
     multiple = len(choice.candidates) > 1
+    read = state.as_json(layout.project)
     return {
         "story_id": story.story_id,
         "epic": epic.number,
         "title": story.title,
         "file": rel(layout, choice.path) if choice.path is not None else None,
         "file_reason": choice.reason if multiple or choice.path is None else None,
-        "status": status.value if status is not None else None,
+        "status": read["status"],
+        "status_source": read["status_source"],
+        "status_line": read["status_line"],
+        "sprint_status": read["sprint_status"],
+        "conflict": read["conflict"],
+        "gate": read["gate"],
+        "review_finished": read["review_finished"],
         "problem": problem,
         "dependencies": list(story.dependencies),
         "waiting_for": waiting,
@@ -123,7 +139,7 @@ def make_plan(config: RunConfig) -> dict[str, Any]:
     notes: list[str] = list(layout.notes)
     for epic in epics:
         notes.extend(w for w in epic.warnings if w not in notes)
-    development = _development_status(layout, notes)
+    entries = _sprint_entries(layout, notes)
     listings: dict[Path, list[Path]] = {}
     done: set[str] = set()
     stories: list[dict[str, Any]] = []
@@ -131,8 +147,10 @@ def make_plan(config: RunConfig) -> dict[str, Any]:
     for epic in epics:
         selected = prepared.stories if epic is prepared.epic else epic.stories
         for story in selected:
-            row = _story_row(layout, epic, story, development, listings, done, config)
-            status = StoryStatus(row["status"]) if row["status"] is not None else None
+            row = _story_row(layout, epic, story, entries, listings, done, config)
+            status = (
+                StoryStatus(row["status"]) if row["problem"] is None and row["status"] else None
+            )
             if (
                 first_runnable is None
                 and not row["waiting_for"]

@@ -34,7 +34,8 @@ def test_one_odd_story_file_does_not_stop_the_epic(tmp_path: Path) -> None:
     plan = _plan(tmp_path, "1")
     rows = {s["story_id"]: s for s in plan["stories"]}  # type: ignore[union-attr]
     assert rows["1.1"]["status"] == "done"
-    assert rows["1.2"]["status"] is None
+    assert rows["1.2"]["status"] == "unreadable"
+    assert rows["1.2"]["status_line"] == 5
     assert "1.2.story.md:5" in rows["1.2"]["problem"]
     assert rows["1.2"]["next"].startswith("blocked")
 
@@ -103,3 +104,21 @@ def test_plan_table_is_not_cut_in_a_pipe(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert f"docs/stories/1.1.{slug}.md" in done.stdout
     json.dumps(done.stdout)
+
+
+def test_a_story_at_review_with_a_newer_passing_gate_needs_no_qa(tmp_path: Path) -> None:
+    _write(tmp_path, "docs/prd/epic-1.md", "# Epic 1: A\n\n### Story 1.1: A\n\n### Story 1.2: B\n")
+    for n in ("1.1", "1.2"):
+        _write(tmp_path, f"docs/stories/{n}.story.md", _story("Review", n))
+    _write(
+        tmp_path,
+        "docs/qa/gates/1.1-a.yml",
+        'schema: 1\nstory: "1.1"\ngate: PASS\nupdated: "2025-03-02T10:00:00Z"\n',
+    )
+    plan = _plan(tmp_path, "1")
+    rows = {s["story_id"]: s for s in plan["stories"]}  # type: ignore[union-attr]
+    assert rows["1.1"]["review_finished"] is True
+    assert rows["1.1"]["gate"]["decision"] == "PASS"  # type: ignore[index]
+    assert "no QA re-run" in rows["1.1"]["next"]
+    assert rows["1.2"]["review_finished"] is False
+    assert rows["1.2"]["next"].startswith("QA reviews")
