@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from .._errors import ProjectError
@@ -44,10 +45,15 @@ def story_slug(title: str) -> str:
 
 
 def story_key(story_id: str, title: str) -> str:
-    """The v6 story key ``{e}-{s}-{slug}`` (``{e}-{s}`` when the title has no word characters)."""
+    """The v6 story key ``{e}-{s}-{slug}`` exactly as BMAD's sprint planning makes it.
+
+    The epic is written as an integer (``01`` → ``1``); a title with no word characters gets the
+    first 8 hex digits of its SHA-256 instead of a slug, as BMAD does.
+    """
     epic, story = split_story_id(story_id)
-    slug = story_slug(title)
-    return f"{epic}-{story}-{slug}" if slug else f"{epic}-{story}"
+    title = title.strip()
+    slug = story_slug(title) or hashlib.sha256(title.encode("utf-8")).hexdigest()[:8]
+    return f"{int(epic)}-{story}-{slug}"
 
 
 def same_story_id(left: str, right: str) -> bool:

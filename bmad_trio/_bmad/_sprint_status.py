@@ -15,7 +15,6 @@ backlog < ready-for-dev < in-progress < review < done (legacy ``drafted`` = read
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 from collections.abc import Mapping
@@ -26,7 +25,7 @@ from typing import Any, Literal, Protocol, cast
 import attrs
 
 from .._errors import ProjectError
-from ._ids import split_story_id
+from ._ids import split_story_id, story_key
 from ._status import StoryStatus
 from ._status_line import StatusReading
 from ._textio import ensure_inside, read_text_doc, split_lines, write_text_atomic
@@ -37,7 +36,6 @@ __all__ = [
     "EffectiveStatus",
     "SprintEntry",
     "SprintStatusFile",
-    "bmad_slug",
     "bmad_story_key",
     "effective_status",
     "read_sprint_entries",
@@ -59,20 +57,11 @@ _CANONICAL_TO_SPRINT: dict[StoryStatus, str] = {
 }
 _SPRINT_TO_CANONICAL: dict[str, StoryStatus] = {w: s for s, w in _CANONICAL_TO_SPRINT.items()}
 _TOP_KEY = re.compile(r"^(?P<key>[^\s#:][^:#]*?)[ \t]*:")
-_SLUG_LENGTH = 60
-
-
-def bmad_slug(title: str) -> str:
-    """BMAD v6's story slug: Unicode kept, non-word runs → ``-``, ≤ 60 chars, else a short hash."""
-    slug = re.sub(r"[^\w]+", "-", title.lower()).strip("-")
-    slug = slug[:_SLUG_LENGTH].strip("-")
-    return slug or hashlib.sha256(title.encode("utf-8")).hexdigest()[:8]
 
 
 def bmad_story_key(story_id: str, title: str) -> str:
-    """The sprint-status key BMAD v6 makes for ``### Story {e}.{s}: {title}``."""
-    epic, story = split_story_id(story_id)
-    return f"{int(epic)}-{story}-{bmad_slug(title.strip())}"
+    """The sprint-status key BMAD v6 makes for ``### Story {e}.{s}: {title}`` (see story_key)."""
+    return story_key(story_id, title)
 
 
 def _rank(word: str) -> int | None:

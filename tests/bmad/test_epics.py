@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -156,7 +157,8 @@ def test_slug(title: str, slug: str) -> None:
 
 def test_story_key() -> None:
     assert story_key("1.2", "Account Management") == "1-2-account-management"
-    assert story_key("2.3a", "!!") == "2-3a"
+    assert story_key("2.3a", "!!") == "2-3a-" + hashlib.sha256(b"!!").hexdigest()[:8]
+    assert story_key("01.2", "A b") == "1-2-a-b"
     with pytest.raises(ProjectError, match="invalid story id"):
         story_key("../1.2", "x")
 
