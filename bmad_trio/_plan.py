@@ -6,6 +6,7 @@ from typing import Any
 
 from ._bmad import StoryStatus, find_story_file, parse_story
 from ._config import RunConfig
+from ._gate_detection import gate_rows
 from ._prompts import rel
 from ._run import prepare_run
 
@@ -72,5 +73,5 @@ def make_plan(config: RunConfig) -> dict[str, Any]:
         "qa_dir": rel(layout, layout.qa_dir),
         "stories": stories,
         "runs_next": first_runnable,
-        "gates": [] if config.skip_gates else [g.name for g in config.gates],
+        "gates": [] if config.skip_gates else gate_rows(config),
     }
