@@ -62,6 +62,10 @@ class StoryContext:
     review: str = "first"
     findings: str = ""
     gate_command: str = ""
+    sprint_status: str = ""
+    """v6: the sprint-status.yaml the story's entry is in."""
+    bmad: str = ""
+    """``v6`` when the project runs BMAD v6 (QA is code-review, no gate file)."""
 
 
 def parse_context(text: str) -> StoryContext | None:
@@ -99,6 +103,8 @@ def parse_context(text: str) -> StoryContext | None:
         review=(values.get("review", "") or "first").strip().lower(),
         findings=values.get("findings", ""),
         gate_command=values.get("gate_command", ""),
+        sprint_status=values.get("sprint_status", "").strip(),
+        bmad=values.get("bmad", "").strip().lower(),
     )
 
 
