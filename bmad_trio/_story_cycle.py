@@ -327,10 +327,12 @@ class StoryCycle:
         reviews = [p for p in phases if p.phase == "review"]
         last = phases[-1] if phases else None
         if last is not None and last.phase == "review" and last.ok and disk.story is not None:
-            # Resumed after the review finished but before its decision was written: decide now.
+            # Resumed after the review finished but before its decision was written: decide now
+            # (a review that gave a verdict left one on disk; if not, review again below).
             verdict = decide_review(disk.story, story_file=story_file, changed=True)
-            await self._apply_v6_verdict(path, verdict)
-            return None
+            if verdict.outcome is not ReviewOutcome.FAILED_ATTEMPT:
+                await self._apply_v6_verdict(path, verdict)
+                return None
         if self._review_failures >= config.max_cycles:
             return await self._fail(
                 f"code review left no verdict in {self._review_failures} attempt(s)", path
