@@ -291,3 +291,37 @@ def test_plan_lists_the_detected_gates_and_their_sources(
         ("bun-test", "package.json scripts.test", True),
     ]
     assert not (project / ".bmad-trio").exists()
+
+
+def test_doctor_command_shows_detected_gates_and_sources(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])  # closed once the block ends: the API check fails fast
+    _package(tmp_path, {"test": "vitest run"})
+    _write(tmp_path, "yarn.lock", "")
+    _write(tmp_path, "Cargo.toml", '[package]\nname = "x"\n')
+    env = {
+        "PATH": os.defpath,
+        "HOME": str(tmp_path),
+        "COLUMNS": "250",
+        "ANTHROPIC_API_KEY": "sk-test",
+        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bmad_trio", "doctor", "--project", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    out = " ".join(done.stdout.split())
+    assert "gate yarn-test" in out
+    assert "(from package.json scripts.test); a run skips this detected gate" in out
+    assert "gate cargo-clippy" in out
+    assert "gate cargo-test" in out
+    assert "(from Cargo.toml)" in out
