@@ -75,6 +75,10 @@ def _system(role: Role, *, v6: bool = False) -> str:
         Role.FIXER: "You fix quality-gate failures with the smallest correct change.",
     }
     if v6:
+        rules[Role.DEV] = (
+            "You are the Developer (BMAD v6 dev-story). In the story file you may change only the "
+            "task and review-finding checkboxes, Dev Agent Record, File List, Change Log and Status."
+        )
         rules[Role.SM] = (
             "You are the Scrum Master (BMAD v6 create-story). You write the story file and its "
             "sprint-status entry only; never write code."
@@ -207,8 +211,8 @@ def _v6_task(
     """The v6 SM (create-story) and QA (code-review) jobs and what each may write."""
     sid = story.story_id
     sprint_part = (
-        f" Then set the story's entry in {sprint_rel} (development_status) to the same value, "
-        "editing only that line and keeping every comment and the layout."
+        f" Then, if {sprint_rel} exists, set the story's development_status entry there to the "
+        "same value, editing only that line and keeping every comment and the layout."
         if sprint_rel
         else ""
     )
@@ -221,9 +225,9 @@ def _v6_task(
             "'- [ ]' checkboxes that cover every criterion, '## Dev Notes', and '## Dev Agent "
             "Record' with an empty '### File List'."
             + (
-                f" Then in {sprint_rel} move the story's development_status entry from backlog "
-                "to ready-for-dev (and its epic-N entry from backlog to in-progress), editing only "
-                "those lines and keeping every comment and the layout."
+                f" Then, if {sprint_rel} exists, move the story's development_status entry there "
+                "from backlog to ready-for-dev (and its epic-N entry from backlog to in-progress), "
+                "editing only those lines and keeping every comment and the layout."
                 if sprint_rel
                 else ""
             )
