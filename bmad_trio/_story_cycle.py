@@ -343,15 +343,9 @@ class StoryCycle:
             "review", self._plan(Role.QA, path, review_round=len(reviews) + 1), cycle
         )
         if not ran:
-            # A failed session's edits are not a verdict: put the status back to review.
+            # A failed session's edits are not a verdict: the status goes back to review.
             self._review_failures += 1
-            after = await self._read_disk()
-            if after.story is not None and after.status is not StoryStatus.REVIEW:
-                await anyio.to_thread.run_sync(
-                    lambda: set_story_status(
-                        path, StoryStatus.REVIEW, project=self.s.layout.project
-                    )
-                )
+            await anyio.to_thread.run_sync(self._back_to_review, path, before)
             return None
         after_bytes = await anyio.to_thread.run_sync(path.read_bytes)
         try:
@@ -366,6 +360,16 @@ class StoryCycle:
         await self._end_phase(phase_id, "review", cycle, ok, verdict.reason)
         await self._apply_v6_verdict(path, verdict)
         return None
+
+    def _back_to_review(self, path: Path, before: bytes) -> None:
+        """After a failed review session: a story it broke is restored, a status it set undone."""
+        try:
+            status = parse_story(path).status
+        except ProjectError:
+            _restore(path, before)
+            return
+        if status is not StoryStatus.REVIEW:
+            set_story_status(path, StoryStatus.REVIEW, project=self.s.layout.project)
 
     async def _apply_v6_verdict(self, path: Path, verdict: ReviewVerdict) -> None:
         if verdict.outcome is ReviewOutcome.DONE:

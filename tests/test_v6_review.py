@@ -395,3 +395,40 @@ def test_the_layout_of_the_fixture_is_v6(tmp_path: Path) -> None:
     layout = detect_layout(make_v6_project(tmp_path))
     assert layout.version == "v6"
     assert layout.sprint_status_path == (tmp_path / ARTIFACTS / "sprint-status.yaml").resolve()
+
+
+@pytestmark_anyio
+@pytest.mark.parametrize("session_ok", [True, False])
+async def test_a_review_that_breaks_the_story_file_is_undone(
+    tmp_path: Path, session_ok: bool
+) -> None:
+    """A review (finished or crashed) that leaves the story unparseable: restored, reviewed again."""
+    project = make_v6_project(tmp_path)
+    agent = V6Agent()
+    broken: list[bytes] = []
+
+    async def handle(spec: SessionSpec) -> SessionResult:
+        ctx = parse_context(spec.prompt)
+        assert ctx is not None
+        if ctx.role == "qa" and not broken:
+            path = spec.cwd / ctx.story_file
+            broken.append(path.read_bytes())
+            path.write_text("not a story any more\n")
+            if session_ok:
+                return SessionResult(outcome=Outcome.OK, cost_usd=0.01, duration_s=0.01)
+            return SessionResult(outcome=Outcome.CLI_ERROR, error="the CLI died", duration_s=0.01)
+        return await agent.handle(spec)
+
+    report = await run_epic(_config(project, stories=("1.1",)), runner=MockAgentRunner(handle))
+    assert report.status == "done", report.failure_reason
+    assert agent.sessions[("1.1", "qa")] == 1  # the real review after the broken one
+    story = parse_story(_story(project, "1-1-add-greeting"))
+    assert story.status_text == "done"
+    restored = broken[0].decode().replace("Status: review", "Status: done")
+    before_findings = restored.split("\n## Dev Notes", 1)[0]
+    assert _story(project, "1-1-add-greeting").read_text().startswith(before_findings)
+    async with open_store(project) as store:
+        reviews = [p for p in await store.phases(report.run_id, "1.1") if p.phase == "review"]
+    assert [p.ok for p in reviews] == [False, True]
+    if session_ok:
+        assert (reviews[0].detail or "").startswith("story file unreadable:")
