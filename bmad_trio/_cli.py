@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import AsyncIterable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
@@ -549,6 +550,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         console.width = 100_000
         console.width = max(80, console.measure(table).maximum)
     console.print(table)
+    if plan["gates"]:
+        console.print("quality gates:", markup=False)
+        for gate in plan["gates"]:
+            line = f"  {gate['name']}: {shlex.join(gate['command'])}  ({gate['source']})"
+            console.print(line, markup=False, highlight=False)
+    else:
+        skipped = " (--skip-gates)" if config.skip_gates else " configured or detected"
+        console.print("quality gates: none" + skipped, markup=False)
     for note in plan["notes"]:
         console.print(f"note: {note}", soft_wrap=True)
     return EXIT_OK
@@ -562,13 +571,15 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
     from ._config import load_config
     from ._doctor import checks_table, preflight_failed, run_checks
+    from ._gate_detection import effective_gates
 
     project = _project(args)
     config = load_config(project)
+    gates = effective_gates(config)
 
     async def check() -> list[Any]:
         return await run_checks(
-            project, env=dict(os.environ), cli_path=config.cli_path, gates=config.gates
+            project, env=dict(os.environ), cli_path=config.cli_path, gates=gates
         )
 
     results = anyio.run(check)

@@ -27,18 +27,18 @@ PermissionMode = Literal["default", "acceptEdits", "plan", "bypassPermissions"]
 
 @attrs.frozen
 class GateCommand:
-    """A quality gate: a name and the argv run in the project directory."""
+    """A quality gate: a name and the argv run in the project directory.
+
+    ``source`` says where it came from (a config file's ``gates``, or what detection read, e.g.
+    ``package.json scripts.test``); a ``detected`` gate whose program is missing is skipped with a
+    warning, a configured one fails.
+    """
 
     name: str
     argv: tuple[str, ...]
     timeout_s: float = 900.0
-
-
-DEFAULT_GATES: tuple[GateCommand, ...] = (
-    GateCommand("ruff", ("ruff", "check", ".")),
-    GateCommand("basedpyright", ("basedpyright",)),
-    GateCommand("pytest", ("pytest", "-q")),
-)
+    source: str = attrs.field(default="configured", eq=False)
+    detected: bool = attrs.field(default=False, eq=False)
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float | int | None) -> None:
@@ -76,7 +76,9 @@ class RunConfig:
     strict_concerns: bool = False
     stop_on_failure: bool = False
     """Stop the whole run when one story fails (default: independent stories go on)."""
-    gates: tuple[GateCommand, ...] = DEFAULT_GATES
+    gates: tuple[GateCommand, ...] | None = None
+    """The quality gates; None (the default) detects them from the project when the run starts
+    (see ``bmad_trio._gate_detection``); an empty tuple runs none."""
     gate_fix_attempts: int = attrs.field(default=2, validator=_positive)
     gates_after_each_story: bool = False
     permission_mode: PermissionMode = "acceptEdits"
@@ -166,7 +168,7 @@ def _parse_gates(source: str, value: object) -> tuple[GateCommand, ...]:
             raise ConfigError(f"{where}.command is empty")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise ConfigError(f"{where}.timeout must be a positive number")
-        gates.append(GateCommand(name, argv, float(timeout)))
+        gates.append(GateCommand(name, argv, float(timeout), source=f"{source} gates[{index}]"))
     return tuple(gates)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -308,10 +309,14 @@ async def check_api(
 def check_gate_tools(
     project: Path, gates: Sequence[GateCommand], env: Mapping[str, str]
 ) -> list[CheckResult]:
-    """One result per gate: is its program (``argv[0]``) installed? Missing ones are warnings."""
+    """One result per gate a run would use: its program (``argv[0]``) and where the gate came from.
+
+    A missing program is a warning: a configured gate would fail the run, a detected one is skipped.
+    """
     results: list[CheckResult] = []
     for gate in gates:
         name = f"gate {gate.name}"
+        origin = f" (from {gate.source})" if gate.source != "configured" else ""
         if not gate.argv:
             results.append(
                 CheckResult(name=name, ok=False, detail="empty command", hint="fix the gate config")
@@ -324,17 +329,30 @@ def check_gate_tools(
         else:
             found = shutil.which(program, path=env.get("PATH"))
         if found is None:
+            effect = "a run skips this detected gate" if gate.detected else "a run fails this gate"
             results.append(
                 CheckResult(
                     name=name,
                     ok=False,
-                    detail=f"`{program}` not found",
+                    detail=f"`{program}` not found{origin}; {effect}",
                     hint=f"install {program}, change the {gate.name!r} gate, or use --skip-gates",
                 )
             )
         else:
-            results.append(CheckResult(name=name, ok=True, detail=found))
+            command = shlex.join(gate.argv)
+            results.append(CheckResult(name=name, ok=True, detail=f"{command}{origin}: {found}"))
     return results
+
+
+def no_gates_result() -> CheckResult:
+    """The warning ``doctor`` shows when no gate is configured and none was detected."""
+    return CheckResult(
+        name="gates",
+        ok=False,
+        detail="none configured and none detected (no package.json, Python tool config, "
+        "Cargo.toml or go.mod)",
+        hint="configure [tool.bmad-trio] gates, or the run ends without quality gates",
+    )
 
 
 def check_bmad_layout(project: Path) -> CheckResult:
@@ -412,7 +430,7 @@ async def run_checks(
         *cli_result,
         check_auth(env),
         *api_result,
-        *check_gate_tools(project, gates, env),
+        *(check_gate_tools(project, gates, env) if gates else [no_gates_result()]),
         check_bmad_layout(project),
     ]
 

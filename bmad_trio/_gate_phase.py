@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from ._agent import Role
 from ._config import GateCommand
 from ._errors import GateError
@@ -12,13 +14,16 @@ from ._services import GateReport, PhaseVerdict, RunServices
 
 __all__ = ["run_quality_gates"]
 
+log = logging.getLogger("bmad_trio.gates")
+
 
 async def run_quality_gates(
     services: RunServices, gates: tuple[GateCommand, ...]
 ) -> list[GateReport]:
     """Run each gate; on failure a fixer session gets its output, then the gate runs again.
 
-    A missing tool is a failed gate with a clear reason, not a crash. Raises RunAbort/BudgetSpent.
+    A missing tool is a failed gate with a clear reason, not a crash; for a detected gate it is a
+    skipped gate and a warning. Raises RunAbort/BudgetSpent.
     """
     reports: list[GateReport] = []
     for gate in gates:
@@ -34,12 +39,30 @@ async def run_quality_gates(
                     gate, services.layout.project, redactor=services.files.redactor
                 )
             except GateError as exc:
-                await services.store.finish_phase(phase_id, False, str(exc))
+                # A detected gate whose tool is missing is skipped (the project may not use it
+                # here); a configured one fails the run.
+                skipped = gate.detected
+                detail = f"skipped (detected from {gate.source}): {exc}" if skipped else str(exc)
+                if skipped:
+                    log.warning("quality gate %s %s", gate.name, detail)
+                await services.store.finish_phase(phase_id, False, detail)
                 await services.emit(
-                    GateFinished(name=gate.name, attempt=attempt, passed=False, detail=str(exc))
+                    GateFinished(
+                        name=gate.name,
+                        attempt=attempt,
+                        passed=False,
+                        detail=detail,
+                        skipped=skipped,
+                    )
                 )
                 reports.append(
-                    GateReport(name=gate.name, passed=False, attempts=attempt, detail=str(exc))
+                    GateReport(
+                        name=gate.name,
+                        passed=False,
+                        attempts=attempt,
+                        skipped=skipped,
+                        detail=detail,
+                    )
                 )
                 break
             detail = "passed" if result.passed else _gate_detail(result)

@@ -23,6 +23,7 @@ from ._bmad import (
 )
 from ._config import RunConfig
 from ._errors import ProjectError
+from ._gate_detection import gate_rows
 from ._prompts import rel
 from ._run import prepare_run
 
@@ -168,5 +169,5 @@ def make_plan(config: RunConfig) -> dict[str, Any]:
         "stories": stories,
         "runs_next": first_runnable,
         "notes": notes,
-        "gates": [] if config.skip_gates else [g.name for g in config.gates],
+        "gates": [] if config.skip_gates else gate_rows(config),
     }

@@ -56,7 +56,7 @@ def _context(items: Sequence[tuple[str, str | None]]) -> str:
     return "\n".join(lines)
 
 
-def _system(role: Role) -> str:
+def _system(role: Role, *, v6: bool = False) -> str:
     common = (
         "You are one agent in an automated BMAD workflow run by bmad-trio. Work only inside the "
         "project directory. Do the job below completely, then stop with a one-paragraph summary. "
@@ -74,6 +74,20 @@ def _system(role: Role) -> str:
         ),
         Role.FIXER: "You fix quality-gate failures with the smallest correct change.",
     }
+    if v6:
+        rules[Role.DEV] = (
+            "You are the Developer (BMAD v6 dev-story). In the story file you may change only the "
+            "task and review-finding checkboxes, Dev Agent Record, File List, Change Log and Status."
+        )
+        rules[Role.SM] = (
+            "You are the Scrum Master (BMAD v6 create-story). You write the story file and its "
+            "sprint-status entry only; never write code."
+        )
+        rules[Role.QA] = (
+            "You are the code reviewer (BMAD v6 code-review). You may edit only the story file "
+            "(review findings and Status), its sprint-status entry and the deferred-work file. "
+            "Never edit code."
+        )
     return f"{common}\n{rules[role]}"
 
 
@@ -120,7 +134,13 @@ def role_plan(
     gates_rel = rel(layout, layout.gates_dir)
     sid = story.story_id
     installed = _installed(layout, role)
-    if role is Role.SM:
+    v6 = layout.version == "v6"
+    sprint_rel = rel(layout, layout.sprint_status_path) if layout.sprint_status_path else None
+    if v6 and role in (Role.SM, Role.QA):
+        task, writable = _v6_task(
+            layout, role, story, story_rel, rel(layout, epic_file), sprint_rel
+        )
+    elif role is Role.SM:
         task = (
             f"Draft the story file for story {sid} ({story.title}) of the epic {rel(layout, epic_file)}. "
             f"Write it to {story_rel} in the BMAD story format: a '# Story {sid}: {story.title}' "
@@ -137,7 +157,13 @@ def role_plan(
             "created or changed in the File List, and when all tasks are done set the story's "
             "Status to Review."
         )
-        if findings:
+        if findings and v6:
+            task += (
+                " Code review of a previous attempt left open findings in the story file "
+                "([Review][Patch]/[AI-Review] items; listed under 'findings' below): fix each one "
+                "first and tick its checkbox, as dev-story does for review follow-ups."
+            )
+        elif findings:
             task += (
                 " QA reviewed a previous attempt and asked for changes: fix every finding listed "
                 "under 'findings' below first (BMAD's apply-qa-fixes)."
@@ -162,14 +188,69 @@ def role_plan(
             ("story title", story.title),
             ("story file", story_rel),
             ("epic file", rel(layout, epic_file)),
-            ("gate file", rel(layout, gate_file)),
+            ("gate file", None if v6 else rel(layout, gate_file)),
+            ("sprint status", sprint_rel if v6 else None),
+            ("bmad", "v6" if v6 else None),
             ("package", guess_package_dir(layout.project)),
             ("review", ("first" if review_round <= 1 else "again") if role is Role.QA else None),
             ("findings", findings if role is Role.DEV else None),
         ]
     )
     prompt = "\n\n".join(part for part in (installed, task, context) if part)
-    return RolePlan(role, prompt, _system(role), ROLE_TOOLS[role], writable)
+    return RolePlan(role, prompt, _system(role, v6=v6), ROLE_TOOLS[role], writable)
+
+
+def _v6_task(
+    layout: Layout,
+    role: Role,
+    story: EpicStory,
+    story_rel: str,
+    epic_rel: str,
+    sprint_rel: str | None,
+) -> tuple[str, tuple[str, ...]]:
+    """The v6 SM (create-story) and QA (code-review) jobs and what each may write."""
+    sid = story.story_id
+    sprint_part = (
+        f" Then, if {sprint_rel} exists, set the story's development_status entry there to the "
+        "same value, editing only that line and keeping every comment and the layout."
+        if sprint_rel
+        else ""
+    )
+    if role is Role.SM:
+        task = (
+            f"Create the story file for story {sid} ({story.title}) of {epic_rel}, as BMAD v6 "
+            f"create-story does. Write it to {story_rel}: a '# Story {sid}: {story.title}' title, "
+            "then a plain line 'Status: ready-for-dev' (not a heading), '## Story' (As a / I want / "
+            "so that), '## Acceptance Criteria' copied from the epic, '## Tasks / Subtasks' as "
+            "'- [ ]' checkboxes that cover every criterion, '## Dev Notes', and '## Dev Agent "
+            "Record' with an empty '### File List'."
+            + (
+                f" Then, if {sprint_rel} exists, move the story's development_status entry there "
+                "from backlog to ready-for-dev (and its epic-N entry from backlog to in-progress), "
+                "editing only those lines and keeping every comment and the layout."
+                if sprint_rel
+                else ""
+            )
+        )
+        writable = (story_rel, *((sprint_rel,) if sprint_rel else ()))
+        return task, writable
+    artifacts = layout.sprint_status_path.parent if layout.sprint_status_path else layout.story_dir
+    deferred = rel(layout, artifacts / "deferred-work.md")
+    task = (
+        f"Run BMAD v6 code review on story {sid} ({story.title}) in {story_rel}, without asking "
+        "anything: check every acceptance criterion and every ticked task against the code and "
+        "tests in its File List, and run the tests. Do not edit code. Write your findings into "
+        "the story file as the code-review workflow does: a '### Review Findings' subsection at "
+        "the end of '## Tasks / Subtasks' with one line per finding: "
+        "'- [ ] [Review][Patch] <title> [<file>:<line>]' for a fix the developer must make "
+        "(leave patch findings as action items), '- [x] [Review][Defer] <title> — deferred, "
+        f"pre-existing' for a pre-existing issue (also listed in {deferred}); decide "
+        "decision-needed findings yourself (as patch or defer). Then set the story's Status line "
+        "to 'done' when no patch finding and no high or medium issue is open, else to "
+        "'in-progress'." + sprint_part
+    )
+    writable = (story_rel, *((sprint_rel,) if sprint_rel else ()), deferred)
+    return task, writable
 
 
 def fixer_plan(layout: Layout, gate_name: str, failure: str) -> RolePlan:

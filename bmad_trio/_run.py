@@ -44,6 +44,7 @@ from ._config import RunConfig
 from ._converter import make_converter
 from ._errors import BmadError, ConfigError, ProjectError, StateError, unwrap_single
 from ._events import Event, RunFinished, RunStarted, StoryFinished, StoryStarted
+from ._gate_detection import with_effective_gates
 from ._gate_phase import run_quality_gates
 from ._lock import RunLock
 from ._redact import Redactor
@@ -164,7 +165,8 @@ def prepare_run(config: RunConfig, *, several_epics: bool = False) -> _Prepared:
         if unknown:
             raise ConfigError(f"--story {unknown[0]}: no such story in {epic.path.name}")
         stories = tuple(s for s in epic.stories if s.story_id in config.stories)
-    return _Prepared(config, layout, epic, stories, epics)
+    # Unset gates are detected now, so the run stores and shows the gates it will run.
+    return _Prepared(with_effective_gates(config), layout, epic, stories, epics)
 
 
 class EventStream(anyio.abc.ObjectReceiveStream[Event]):
@@ -522,7 +524,7 @@ async def _schedule(
             reports[story.story_id] = report
             await services.emit(_story_finished(report))
             if report.status == "done" and config.gates_after_each_story and not config.skip_gates:
-                gates.extend(await run_quality_gates(services, config.gates))
+                gates.extend(await run_quality_gates(services, config.gates or ()))
             if report.status != "done" and config.stop_on_failure:
                 abort.append(
                     RunAbort(f"story {story.story_id} {report.status}: {report.failure_reason}")

@@ -35,10 +35,18 @@ from ._bmad import (
     set_sprint_status,
     set_story_status,
 )
+from ._bmad._textio import write_text_atomic
 from ._errors import ProjectError
 from ._events import PhaseFinished, PhaseStarted, StoryStatusChanged
 from ._prompts import RolePlan, rel, role_plan
 from ._services import PhaseVerdict, RunAbort, RunServices, StoryReport
+from ._v6_review import (
+    ReviewOutcome,
+    ReviewVerdict,
+    decide_review,
+    open_findings_text,
+    review_items,
+)
 
 __all__ = ["StoryCycle"]
 
@@ -68,12 +76,19 @@ class StoryCycle:
         self._sm_attempts = 0
         self._api_retries = 0
         self._findings: str | None = None
+        self._review_failures = 0
+        """v6 code reviews in a row that left no verdict (bounded by max_cycles)."""
         self._last_status: StoryStatus | None = None
         self._started = anyio.current_time()
 
     @property
     def sid(self) -> str:
         return self.story.story_id
+
+    @property
+    def _v6(self) -> bool:
+        """BMAD v6: QA is v6 code-review (findings in the story, status set by it; no gate file)."""
+        return self.s.layout.version == "v6"
 
     async def run(self) -> StoryReport:
         """Run the cycle to an end state; returns the story's report. Raises RunAbort/BudgetSpent."""
@@ -107,7 +122,9 @@ class StoryCycle:
                 self.cycles += 1
                 await self._develop(disk)
             elif status is StoryStatus.REVIEW:
-                await self._review(disk)
+                ended = await (self._review_v6(disk) if self._v6 else self._review(disk))
+                if ended is not None:
+                    return ended
             elif status is StoryStatus.DONE:
                 return await self._finish(StoryStatus.DONE, None)
             else:
@@ -244,7 +261,10 @@ class StoryCycle:
     async def _develop(self, disk: _Disk) -> None:
         assert disk.path is not None
         if disk.status is StoryStatus.IN_PROGRESS and self._findings is None:
-            self._findings = await self._findings_from_gate()
+            if self._v6:
+                self._findings = self._findings_from_story(disk)
+            else:
+                self._findings = await self._findings_from_gate()
         if disk.status is StoryStatus.READY_FOR_DEV:
             await self._set_status(disk.path, StoryStatus.IN_PROGRESS)
         ran, phase_id, _ = await self._phase(
@@ -262,6 +282,10 @@ class StoryCycle:
                 problems.append(f"status is {story.status.value}, not review")
             if story.unchecked_tasks:
                 problems.append(f"{story.unchecked_tasks} task(s) left unticked")
+            if self._v6:
+                still_open = [i for i in review_items(story) if i.blocking]
+                if still_open:
+                    problems.append(f"{len(still_open)} review finding(s) left open")
         ok = not problems
         detail = "implemented; ready for review" if ok else "; ".join(problems)
         await self._end_phase(phase_id, "develop", self.cycles, ok, detail)
@@ -290,6 +314,83 @@ class StoryCycle:
                     phase_id, "review", max(self.cycles, 1), gate is not None, detail
                 )
         await self._decide(disk.path, gate)
+
+    async def _review_v6(self, disk: _Disk) -> StoryReport | None:
+        """QA as BMAD v6 code-review, then the decision from the story file it left (no gate).
+
+        Returns a report when the story ends here (no verdict after max_cycles reviews).
+        """
+        assert disk.path is not None
+        path, config = disk.path, self.s.config
+        story_file = rel(self.s.layout, path)
+        phases = await self.s.store.phases(self.s.run_id, self.sid)
+        reviews = [p for p in phases if p.phase == "review"]
+        last = phases[-1] if phases else None
+        if last is not None and last.phase == "review" and last.ok and disk.story is not None:
+            # Resumed after the review finished but before its decision was written: decide now
+            # (a review that gave a verdict left one on disk; if not, review again below).
+            verdict = decide_review(disk.story, story_file=story_file, changed=True)
+            if verdict.outcome is not ReviewOutcome.FAILED_ATTEMPT:
+                await self._apply_v6_verdict(path, verdict)
+                return None
+        if self._review_failures >= config.max_cycles:
+            return await self._fail(
+                f"code review left no verdict in {self._review_failures} attempt(s)", path
+            )
+        cycle = max(self.cycles, 1)
+        before = await anyio.to_thread.run_sync(path.read_bytes)
+        ran, phase_id, _ = await self._phase(
+            "review", self._plan(Role.QA, path, review_round=len(reviews) + 1), cycle
+        )
+        if not ran:
+            # A failed session's edits are not a verdict: the status goes back to review.
+            self._review_failures += 1
+            await anyio.to_thread.run_sync(self._back_to_review, path, before)
+            return None
+        after_bytes = await anyio.to_thread.run_sync(path.read_bytes)
+        try:
+            story = await anyio.to_thread.run_sync(parse_story, path)
+        except ProjectError as exc:
+            self._review_failures += 1
+            await self._end_phase(phase_id, "review", cycle, False, f"story file unreadable: {exc}")
+            await anyio.to_thread.run_sync(_restore, path, before)  # undo the breakage
+            return None
+        verdict = decide_review(story, story_file=story_file, changed=after_bytes != before)
+        ok = verdict.outcome is not ReviewOutcome.FAILED_ATTEMPT
+        await self._end_phase(phase_id, "review", cycle, ok, verdict.reason)
+        await self._apply_v6_verdict(path, verdict)
+        return None
+
+    def _back_to_review(self, path: Path, before: bytes) -> None:
+        """After a failed review session: a story it broke is restored, a status it set undone."""
+        try:
+            status = parse_story(path).status
+        except ProjectError:
+            _restore(path, before)
+            return
+        if status is not StoryStatus.REVIEW:
+            set_story_status(path, StoryStatus.REVIEW, project=self.s.layout.project)
+
+    async def _apply_v6_verdict(self, path: Path, verdict: ReviewVerdict) -> None:
+        if verdict.outcome is ReviewOutcome.DONE:
+            self._review_failures = 0
+            await self._set_status(path, StoryStatus.DONE)  # syncs sprint-status if QA did not
+        elif verdict.outcome is ReviewOutcome.IN_PROGRESS:
+            self._review_failures = 0
+            self._findings = verdict.findings
+            await self._set_status(path, StoryStatus.IN_PROGRESS)
+        elif verdict.outcome is ReviewOutcome.FAILED_ATTEMPT:
+            self._review_failures += 1
+            log.warning("story %s: %s", self.sid, verdict.reason)
+
+    def _findings_from_story(self, disk: _Disk) -> str | None:
+        """v6: the open review findings in the story file (e.g. after a resume), or None."""
+        if disk.story is None or disk.path is None:
+            return None
+        items = review_items(disk.story)
+        if not any(not i.checked and i.kind != "defer" for i in items):
+            return None
+        return open_findings_text(disk.story, items, story_file=rel(self.s.layout, disk.path))
 
     async def _read_gate(self, since: float | None) -> QaGate | None:
         layout, sid = self.s.layout, self.sid
@@ -352,6 +453,12 @@ class StoryCycle:
             duration_s=row.duration_s,
             failure_reason=reason,
         )
+
+
+def _restore(path: Path, data: bytes) -> None:
+    """Put a story file back as it was (atomically: temp file + os.replace)."""
+    bom = data.startswith(b"\xef\xbb\xbf")
+    write_text_atomic(path, data[3 if bom else 0 :].decode("utf-8"), bom=bom)
 
 
 def _findings_text(gate: QaGate) -> str:

@@ -351,7 +351,9 @@ def test_plan_json_on_the_demo(demo_dir: Path) -> None:
     assert plan["epic"] == DEMO_EPIC
     assert plan["layout"] == "plain"
     assert plan["story_dir"] == "docs/stories"
-    assert plan["gates"] == ["compile", "unittest"]
+    assert [g["name"] for g in plan["gates"]] == ["compile", "unittest"]
+    assert plan["gates"][0]["source"].endswith("pyproject.toml [tool.bmad-trio] gates[0]")
+    assert not plan["gates"][0]["detected"]
     assert [s["story_id"] for s in plan["stories"]] == ["1.1", "1.2", "1.3"]
     assert [s["title"] for s in plan["stories"]] == ["Add greeting", "Add farewell", "Add shout"]
     assert all(s["file"] is None and s["status"] is None for s in plan["stories"])

@@ -22,9 +22,9 @@ from bmad_trio import RunConfig
 from bmad_trio._config import (
     _SCALAR_KEYS,  # pyright: ignore[reportPrivateUsage]
     CONFIG_KEYS,
-    DEFAULT_GATES,
     parse_config_table,
 )
+from bmad_trio._gate_detection import detect_gates
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 NOT_RUN = "<!-- not-run -->"
@@ -153,7 +153,8 @@ def test_the_key_table_defaults_and_types_match_runconfig() -> None:
         key = _unquote(row["key"])
         assert row["meaning"], key
         if key == "gates":
-            assert row["default"] == ", ".join(gate.name for gate in DEFAULT_GATES)
+            assert row["default"] == "unset"
+            assert defaults[key] is None
             continue
         assert _doc_default(row["default"]) == defaults[key], key
         if key in _SCALAR_KEYS:
@@ -162,12 +163,15 @@ def test_the_key_table_defaults_and_types_match_runconfig() -> None:
             assert row["type"] == "array of strings", key
 
 
-def test_the_documented_default_gates_are_the_real_ones() -> None:
+def test_the_documented_python_gates_are_what_detection_gives(tmp_path: Path) -> None:
     blocks = [b for b in ALL_BLOCKS if b.path.name == "configuration.md" and b.lang == "toml"]
     gate_blocks = [b for b in blocks if b.code.lstrip().startswith("[[tool.bmad-trio.gates]]")]
     assert len(gate_blocks) == 1
     table = tomllib.loads(gate_blocks[0].code)["tool"]["bmad-trio"]
-    assert parse_config_table("docs", table)["gates"] == DEFAULT_GATES
+    (tmp_path / "pyproject.toml").write_text(
+        "[tool.ruff]\n[tool.basedpyright]\n[tool.pytest.ini_options]\n"
+    )
+    assert parse_config_table("docs", table)["gates"] == detect_gates(tmp_path)
 
 
 @pytest.mark.parametrize(

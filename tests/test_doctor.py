@@ -306,8 +306,8 @@ def test_gate_tools(tmp_path: Path) -> None:
         ("gate local", True, False),
         ("gate empty", False, False),
     ]
-    assert results[0].detail == str(bin_dir / "ruff")
-    assert results[1].detail == "`no-such-checker-xyz` not found"
+    assert results[0].detail == f"ruff check .: {bin_dir / 'ruff'}"
+    assert results[1].detail == "`no-such-checker-xyz` not found; a run fails this gate"
     assert "--skip-gates" in results[1].hint
 
 
@@ -360,12 +360,14 @@ async def test_run_checks_in_order_and_the_exit_decision(tmp_path: Path) -> None
     assert not preflight_failed(results)  # a missing gate tool and plain layout only warn
     assert preflight_failed(refused)
     offline = await run_checks(tmp_path, env={}, cli_path=cli, gates=(), api=False)
-    assert [r.name for r in offline] == ["Claude Code CLI", "auth", "BMAD layout"]
+    assert [r.name for r in offline] == ["Claude Code CLI", "auth", "gates", "BMAD layout"]
+    assert not offline[2].ok
+    assert "none configured and none detected" in offline[2].detail
     assert preflight_failed(offline)  # no credentials
     text = text_of(results + refused)
     assert KEY not in text
     assert "ok   auth: ANTHROPIC_API_KEY set" in text
-    assert "warn gate pytest: `no-such-pytest-xyz` not found" in text
+    assert "warn gate pytest: `no-such-pytest-xyz` not found; a run fails this gate" in text
     assert "FAIL API: https://api.anthropic.com refused the credentials (HTTP 401)" in text
     assert "     hint: check the key" in text
 

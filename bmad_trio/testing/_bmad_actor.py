@@ -18,6 +18,14 @@ Context block (keys are case-insensitive; unknown lines are ignored)::
     - review: first|again
     - findings: <free text>
     - gate command: <command and output>
+    - sprint status: _bmad-output/implementation-artifacts/sprint-status.yaml
+    - bmad: v6
+
+With ``bmad: v6`` the roles act like BMAD v6's workflows: SM (create-story) writes a plain
+``Status: ready-for-dev`` line and moves the story's sprint-status entry; Dev (dev-story) also moves
+it to ``review``; QA (code-review) writes no gate file but appends ``### Review Findings`` with
+``- [ ] [Review][Patch] …`` items to the story's tasks, sets its Status to ``done`` or
+``in-progress`` and syncs the sprint-status entry.
 
 Dev writes ``<package>/<name>.py`` with a function ``<name>()`` (``name`` is the story title in
 snake case) and ``tests/test_<name>.py``, a unittest test that puts ``<package>``'s parent directory
@@ -62,6 +70,10 @@ class StoryContext:
     review: str = "first"
     findings: str = ""
     gate_command: str = ""
+    sprint_status: str = ""
+    """v6: the sprint-status.yaml the story's entry is in."""
+    bmad: str = ""
+    """``v6`` when the project runs BMAD v6 (QA is code-review, no gate file)."""
 
 
 def parse_context(text: str) -> StoryContext | None:
@@ -99,6 +111,8 @@ def parse_context(text: str) -> StoryContext | None:
         review=(values.get("review", "") or "first").strip().lower(),
         findings=values.get("findings", ""),
         gate_command=values.get("gate_command", ""),
+        sprint_status=values.get("sprint_status", "").strip(),
+        bmad=values.get("bmad", "").strip().lower(),
     )
 
 
@@ -192,6 +206,10 @@ class _Plan:
     def name(self) -> str:
         return identifier(self.ctx.story_title, self.ctx.story)
 
+    @property
+    def v6(self) -> bool:
+        return self.ctx.bmad == "v6"
+
     def code_paths(self) -> tuple[str, str]:
         module_dir = self.ctx.package or "."
         module = str(PurePosixPath(module_dir) / f"{self.name}.py")
@@ -204,7 +222,9 @@ def _sm(plan: _Plan, turn: int) -> Reply:
         if not ctx.epic_file or not ctx.story_file:
             return Reply.text("SM: the prompt names no epic file or story file; nothing drafted.")
         return Reply.tools(
-            Reply.read(plan.path(ctx.epic_file)), Reply.read(plan.path(ctx.story_file))
+            Reply.read(plan.path(ctx.epic_file)),
+            Reply.read(plan.path(ctx.story_file)),
+            *_sprint_read(plan),
         )
     if turn == 1:
         epic = plan.read_result(ctx.epic_file)
@@ -214,9 +234,11 @@ def _sm(plan: _Plan, turn: int) -> Reply:
         title = ctx.story_title or title or f"Story {ctx.story}"
         return Reply.tools(
             Reply.write(plan.path(ctx.story_file), _story_text(plan, title, statement, criteria)),
+            *_sprint_edit(plan, "ready-for-dev"),
             text=f"Drafting story {ctx.story} from {ctx.epic_file}.",
         )
-    return Reply.text(f"Story {ctx.story} drafted in {ctx.story_file} (Status: Draft).")
+    status = "ready-for-dev" if plan.v6 else "Draft"
+    return Reply.text(f"Story {ctx.story} drafted in {ctx.story_file} (Status: {status}).")
 
 
 def _story_text(plan: _Plan, title: str, statement: Sequence[str], criteria: Sequence[str]) -> str:
@@ -234,9 +256,7 @@ def _story_text(plan: _Plan, title: str, statement: Sequence[str], criteria: Seq
         [
             f"# Story {ctx.story}: {title}",
             "",
-            "## Status",
-            "",
-            "Draft",
+            *(["Status: ready-for-dev"] if plan.v6 else ["## Status", "", "Draft"]),
             "",
             "## Story",
             "",
@@ -278,8 +298,7 @@ def _story_text(plan: _Plan, title: str, statement: Sequence[str], criteria: Seq
             "",
             "### File List",
             "",
-            "## QA Results",
-            "",
+            *([] if plan.v6 else ["## QA Results", ""]),
         ]
     )
 
@@ -353,6 +372,7 @@ def _dev(plan: _Plan, turn: int) -> Reply:
             Reply.read(plan.path(ctx.story_file)),
             Reply.read(plan.path(module)),
             Reply.read(plan.path(test)),
+            *_sprint_read(plan),
             text=f"Implementing story {ctx.story}.",
         )
     story = plan.read_result(ctx.story_file)
@@ -379,15 +399,17 @@ def _dev(plan: _Plan, turn: int) -> Reply:
                     plan.path(ctx.story_file), "### File List", f"### File List\n\n{listing}"
                 )
             )
-        status = _status_edit(plan, text, "Review")
+        status = _status_edit(plan, text, "review" if plan.v6 else "Review")
         if status is not None:
             edits.append(status)
+        edits += _sprint_edit(plan, "review")
         if not edits:
             return Reply.text(f"Story {ctx.story} implemented; the story file needed no update.")
         return Reply.tools(*edits, text="Updating the story file.")
     if errors := plan.failed_tools():
         return Reply.text("Dev: updating the story failed: " + "; ".join(errors))
-    return Reply.text(f"Story {ctx.story} implemented ({module}, {test}); Status: Review.")
+    status = "review" if plan.v6 else "Review"
+    return Reply.text(f"Story {ctx.story} implemented ({module}, {test}); Status: {status}.")
 
 
 def _file_list(story: str) -> list[str]:
@@ -406,7 +428,35 @@ def _file_list(story: str) -> list[str]:
     return files
 
 
+def _sprint_read(plan: _Plan) -> list[ToolUseBlock]:
+    """v6: a Read of the sprint-status file (the edit needs its current line)."""
+    if not plan.v6 or not plan.ctx.sprint_status:
+        return []
+    return [Reply.read(plan.path(plan.ctx.sprint_status))]
+
+
+def _sprint_edit(plan: _Plan, word: str) -> list[ToolUseBlock]:
+    """v6: an Edit moving the story's ``development_status`` line to ``word`` (none if absent)."""
+    if not plan.v6 or not plan.ctx.sprint_status:
+        return []
+    found = plan.read_result(plan.ctx.sprint_status)
+    if found is None or not found[1]:
+        return []
+    epic, _, number = plan.ctx.story.partition(".")
+    key = re.compile(
+        rf"^(\s+['\"]?{re.escape(epic)}-{re.escape(number)}(?:-[^:'\"]*)?['\"]?\s*:\s*)([\w-]+)(.*)$"
+    )
+    for line in found[0].splitlines():
+        match = key.match(line)
+        if match is not None and match.group(2) != word:
+            new = match.group(1) + word + match.group(3)
+            return [Reply.edit(plan.path(plan.ctx.sprint_status), line, new)]
+    return []
+
+
 def _qa(plan: _Plan, turn: int, fail_first: frozenset[str]) -> Reply:
+    if plan.v6:
+        return _code_review(plan, turn, fail_first)
     ctx = plan.ctx
     if turn == 0:
         if not ctx.story_file or not ctx.gate_file:
@@ -450,6 +500,75 @@ def _qa(plan: _Plan, turn: int, fail_first: frozenset[str]) -> Reply:
     return Reply.text(
         f"QA review of story {ctx.story}: gate {gate}. Recommended status: {verdict}."
     )
+
+
+def _review_issues(plan: _Plan, files: Sequence[str], fail_first: frozenset[str]) -> list[str]:
+    """The patch findings of a review: missing files, and the scripted first-review finding."""
+    ctx = plan.ctx
+    missing = [f for f in files if (r := plan.read_result(f)) is None or not r[1]]
+    issues: list[str] = []
+    if not files:
+        issues.append("The File List is empty: implement the story [story file]")
+    issues += [f"{f} is listed but cannot be read [{f}]" for f in missing]
+    if ctx.story in fail_first and ctx.review != "again":
+        _, test = plan.code_paths()
+        issues.append(f"Tests for story {ctx.story} do not cover an empty name [{test}:1]")
+    return issues
+
+
+def _code_review(plan: _Plan, turn: int, fail_first: frozenset[str]) -> Reply:
+    """QA as BMAD v6 code-review: findings into the story, Status and sprint-status set."""
+    ctx = plan.ctx
+    if turn == 0:
+        if not ctx.story_file:
+            return Reply.text("Code review: the prompt names no story file; no review.")
+        return Reply.tools(
+            Reply.read(plan.path(ctx.story_file)),
+            *_sprint_read(plan),
+            text=f"Reviewing {ctx.story}.",
+        )
+    story = plan.read_result(ctx.story_file)
+    if story is None or not story[1]:
+        return Reply.text(f"Code review: could not read the story file {ctx.story_file}.")
+    files = _file_list(story[0])
+    if turn == 1:
+        return Reply.tools(*(Reply.read(plan.path(f)) for f in files or [ctx.story_file]))
+    if turn == 2:
+        issues = _review_issues(plan, files, fail_first)
+        word = "in-progress" if issues else "done"
+        edits: list[ToolUseBlock] = []
+        findings = _findings_edit(plan, story[0], issues)
+        if findings is not None:
+            edits.append(findings)
+        status = _status_edit(plan, story[0], word)
+        if status is not None:
+            edits.append(status)
+        edits += _sprint_edit(plan, word)
+        if not edits:
+            return Reply.text(f"Code review of story {ctx.story}: nothing could be recorded.")
+        return Reply.tools(*edits, text=f"Code review of story {ctx.story}: {len(issues)} patch.")
+    if errors := plan.failed_tools():
+        return Reply.text("Code review: updating the story failed: " + "; ".join(errors))
+    return Reply.text(f"**Review Complete!** Story {ctx.story} reviewed; status and sprint synced.")
+
+
+def _findings_edit(plan: _Plan, story: str, issues: Sequence[str]) -> ToolUseBlock | None:
+    """An Edit appending ``### Review Findings`` at the end of the story's Tasks / Subtasks."""
+    if not issues:
+        return None  # a clean review writes no findings (code-review's "clean review shortcut")
+    lines = story.splitlines()
+    start = next(
+        (i for i, line in enumerate(lines) if line.strip().lower().startswith("## tasks")), None
+    )
+    if start is None:
+        return None
+    after = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), None)
+    if after is None:
+        return None
+    block = "\n".join(
+        ["### Review Findings", "", *(f"- [ ] [Review][Patch] {issue}" for issue in issues), ""]
+    )
+    return Reply.edit(plan.path(plan.ctx.story_file), lines[after], f"{block}\n{lines[after]}")
 
 
 def _last_written(request: ApiRequest, path: str) -> str:
