@@ -8,6 +8,7 @@ from ._bmad import StoryStatus, find_story_file, parse_story
 from ._config import RunConfig
 from ._prompts import rel
 from ._run import prepare_run
+from ._story_order import run_order
 
 __all__ = ["make_plan", "next_action"]
 
@@ -40,7 +41,7 @@ def make_plan(config: RunConfig) -> dict[str, Any]:
     stories: list[dict[str, Any]] = []
     done: set[str] = set()
     first_runnable: str | None = None
-    for story in prepared.stories:
+    for story in run_order(prepared.stories):  # the order the run takes them in
         path = find_story_file(layout, story.story_id, story.title)
         status = parse_story(path).status if path is not None else None
         if status is StoryStatus.DONE:
