@@ -351,6 +351,8 @@ class Run:
                 store = await Store.open(config.project, redactor=redactor)
             await self._execute(prepared, store, redactor, task_status)
         finally:
+            # Cannot hang: closing waits only for the SQLite statement in flight, itself bounded
+            # by the database's busy timeout.
             with anyio.CancelScope(shield=True):
                 if store is not None:
                     await store.aclose()
@@ -677,7 +679,10 @@ class open_run:
         try:
             await tg.start(self._run._main)  # pyright: ignore[reportPrivateUsage]
         except BaseException as exc:
-            tg.cancel_scope.cancel()
+            # The run did not get under way (bad input, held lock) or we were cancelled while it
+            # was starting: stop whatever part of it runs, and close the stream nobody will read,
+            # so a sender blocked on it fails at once instead of waiting.
+            tg.cancel_scope.cancel(reason=f"open_run could not start the run: {exc!r}")
             self._run.events.close()
             try:
                 await tg.__aexit__(type(exc), exc, exc.__traceback__)
@@ -695,8 +700,10 @@ class open_run:
         tg, self._tg = self._tg, None
         assert tg is not None
         if exc is not None:
-            tg.cancel_scope.cancel()
-        self._run._detach()  # pyright: ignore[reportPrivateUsage] - the run must not block on events
+            tg.cancel_scope.cancel(reason=f"the open_run block raised {exc!r}")
+        # From here on nobody reads the events (the block is over), yet the run may go on for
+        # long: detach, so it never waits for a reader while we wait for it to end.
+        self._run._detach()  # pyright: ignore[reportPrivateUsage]
         try:
             return await tg.__aexit__(exc_type, exc, tb)
         except BaseException as group:
