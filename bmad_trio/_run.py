@@ -555,8 +555,7 @@ async def _schedule(
     pending = list(run_order(stories))  # not started yet, in the order they may start
     ended: set[str] = set()  # reached an end state: done, failed or blocked (gates included)
     running = 0  # stories holding one of the ``jobs`` slots (their agent work is under way)
-    in_flight = 0  # story tasks started and not ended yet (a task keeps running gates after
-    # giving back its slot)
+    in_flight = 0  # story tasks started, not ended (a task runs its gates after its slot)
     changed = anyio.Event()  # set when a story task's state changes, then replaced
     abort: list[RunAbort] = []
 
@@ -612,7 +611,8 @@ async def _schedule(
                     reports[story.story_id] = await _blocked(services, story, blockers)
                     ended.add(story.story_id)
                     progressed = True
-                elif running < config.jobs:
+                    break  # that awaited: the state may have moved on, scan again from the start
+                if running < config.jobs:
                     # The first ready story in run order gets the free slot.
                     pending.remove(story)
                     running += 1
@@ -620,7 +620,7 @@ async def _schedule(
                     tg.start_soon(run_story, story, tg, name=f"story {story.story_id}")
                     progressed = True
             if progressed or not pending:
-                continue  # look again: a blocked story may have unblocked (blocked) others
+                continue  # look again: a story just blocked may block others in turn
             # Nothing could start. Something must be in flight, or we would wait forever: the
             # earliest pending story in run order has every dependency ended or in flight (they
             # all come before it), and with nothing in flight it would have been startable.

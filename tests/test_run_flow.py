@@ -224,8 +224,9 @@ async def test_a_cancelled_run_never_waits_for_a_reader(tmp_path: Path) -> None:
         with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tg:
                 await tg.start(run._main)  # pyright: ignore[reportPrivateUsage]
-                await _until_senders_blocked(run, 1)
-                scope.cancel()
+                with anyio.fail_after(HANG_BOUND_S):
+                    await _until_senders_blocked(run, 1)
+                scope.cancel(reason="the test interrupts the run while a sender is blocked")
         watchdog.cancel_scope.cancel()
     assert not hung, "the cancelled run waited for an event reader in its shielded cleanup"
     report = run.report()
