@@ -657,7 +657,10 @@ class open_run:
     Entering returns once the run is under way (validation errors, a held lock or a bad store raise
     here, before anything is written). Leaving the block waits for the run to end; an exception in
     the block cancels it. Cancelling the caller's scope stops the run cleanly and leaves resumable
-    state. ``resume`` continues the latest run (True) or the given run id.
+    state. ``resume`` continues the latest run (True) or the given run id. ``event_buffer`` (at
+    least 1, else ConfigError here) bounds ``run.events``; once the block is left the run never
+    waits for its reader. ``environ``'s secrets are redacted from everything the run writes and
+    from the events it streams.
     """
 
     def __init__(
