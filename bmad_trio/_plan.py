@@ -26,6 +26,7 @@ from ._errors import ProjectError
 from ._gate_detection import gate_rows
 from ._prompts import rel
 from ._run import prepare_run
+from ._story_order import run_order
 
 __all__ = ["make_plan", "next_action"]
 
@@ -147,7 +148,7 @@ def make_plan(config: RunConfig) -> dict[str, Any]:
     first_runnable: str | None = None
     for epic in epics:
         selected = prepared.stories if epic is prepared.epic else epic.stories
-        for story in selected:
+        for story in run_order(selected):  # the order the run takes them in
             row = _story_row(layout, epic, story, entries, listings, done, config)
             status = (
                 StoryStatus(row["status"]) if row["problem"] is None and row["status"] else None

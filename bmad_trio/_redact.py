@@ -1,4 +1,5 @@
-"""Secret redaction for everything bmad-trio writes: state, events, transcripts and logs.
+"""Secret redaction for everything bmad-trio writes or hands out: state, events (the file and the
+live stream alike), transcripts and logs.
 
 A :class:`Redactor` is an immutable value built from known secret values (usually the environment's,
 see :meth:`Redactor.from_environ`) plus built-in patterns for credential shapes (Anthropic and other
@@ -23,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final, TypeVar, cast
 
 import attrs
+from attrs import AttrsInstance
 
 __all__ = ["REDACTED", "Redactor", "is_secret_env_name", "is_secret_key"]
 
@@ -188,6 +190,7 @@ _TRIGGERS: Final = tuple(
 """Every (literal trigger, rule index): one flat loop of substring tests (C speed) per text."""
 
 T = TypeVar("T")
+A = TypeVar("A", bound=AttrsInstance)
 
 
 def is_secret_env_name(name: str) -> bool:
@@ -273,6 +276,21 @@ class Redactor:
         number becomes ``"[REDACTED]"``; nested containers under such keys are redacted whole.
         """
         return cast(T, self._redact_any(obj))
+
+    def redact_attrs(self, obj: A) -> A:
+        """A copy of the attrs instance ``obj`` (an event, say) with every field redacted as by
+        :meth:`redact_json`; ``obj`` itself when nothing needed redacting (the common case, and safe
+        to share for frozen classes). A string under a secret-named field becomes ``[REDACTED]``."""
+        changes: dict[str, object] = {}
+        for field in attrs.fields(type(obj)):
+            value: object = getattr(obj, field.name)
+            if isinstance(value, str) and value and is_secret_key(field.name):
+                redacted: object = REDACTED
+            else:
+                redacted = self._redact_any(value)
+            if redacted != value:
+                changes[field.alias] = redacted
+        return attrs.evolve(obj, **changes) if changes else obj
 
     def _redact_any(self, obj: object) -> object:
         if isinstance(obj, str):

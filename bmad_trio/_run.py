@@ -4,7 +4,7 @@
 
     open_run / serve_run / run_epic            (caller's task)
     └── run task group                         Run._main: prepare, schedule, gates, finish
-        └── story task (one per story)         CapacityLimiter(jobs) + dependency edges
+        └── story task (one per started story) _schedule starts them: ``jobs`` at once, in run order
             └── session task group             RunServices.run_session: agent + transcript relay
 
 Cancelling the caller's scope cancels the whole tree: sessions are killed, the store keeps the
@@ -16,7 +16,6 @@ scope: :class:`open_run` is a plain class with ``__aenter__``/``__aexit__``.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import weakref
 from collections.abc import Mapping
@@ -28,7 +27,11 @@ import anyio.abc
 import anyio.lowlevel
 import attrs
 import cattrs
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import (
+    MemoryObjectReceiveStream,
+    MemoryObjectSendStream,
+    MemoryObjectStreamStatistics,
+)
 
 from ._agent import AgentRunner
 from ._bmad import (
@@ -48,10 +51,11 @@ from ._gate_detection import with_effective_gates
 from ._gate_phase import run_quality_gates
 from ._lock import RunLock
 from ._redact import Redactor
-from ._runfiles import RunFiles
+from ._runfiles import RunFiles, mark_task_as_run
 from ._services import Budget, GateReport, PauseGate, RunAbort, RunServices, StoryReport
 from ._store import Store, state_db_path
 from ._story_cycle import StoryCycle
+from ._story_order import run_order
 
 __all__ = [
     "EventStream",
@@ -65,8 +69,6 @@ __all__ = [
     "run_epic",
     "serve_run",
 ]
-
-log = logging.getLogger("bmad_trio.run")
 
 RunStatus = Literal["done", "failed", "interrupted"]
 
@@ -196,6 +198,10 @@ class EventStream(anyio.abc.ObjectReceiveStream[Event]):
         self._ended = True
         self._inner.close()
 
+    def statistics(self) -> MemoryObjectStreamStatistics:
+        """The underlying memory stream's statistics (buffered items, tasks waiting to send)."""
+        return self._inner.statistics()
+
     def close(self) -> None:
         """Stop receiving events (the run is not affected)."""
         self._inner.close()
@@ -218,6 +224,13 @@ class Run:
         event_buffer: int = 256,
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        if event_buffer < 1:
+            # The run sends RunStarted before ``open_run`` returns, so before anyone can read: with
+            # no room for it, entering would wait forever.
+            raise ConfigError(
+                f"event_buffer must be at least 1 (got {event_buffer}): the run's first event "
+                "has to fit in the buffer before the caller can read it"
+            )
         self._runner = runner
         self._resume = resume
         self._environ = dict(os.environ if environ is None else environ)
@@ -228,7 +241,8 @@ class Run:
         """Every event of the run, in order; ends when the run ends."""
         self._events_open = True
         self._detached = False
-        self._blocked_send: anyio.CancelScope | None = None
+        self._blocked_sends: set[anyio.CancelScope] = set()
+        """One scope per task blocked in ``send`` right now (with ``jobs`` > 1 there are several)."""
         self._finished = anyio.Event()
         self._report: RunReport | None = None
         self._error: BaseException | None = None
@@ -245,35 +259,76 @@ class Run:
         """The report once the run has ended, else None."""
         return self._report
 
-    async def _emit(self, event: Event, files: RunFiles | None) -> None:
-        """Write the event to events.jsonl, then hand it to ``events``' reader.
+    # -- the event stream ---------------------------------------------------------------------------
+    #
+    # Every event goes two ways: to events.jsonl (always, synchronously, never blocked) and to
+    # ``run.events``, a bounded memory stream read by the caller. The stream has three phases:
+    #
+    # 1. Attached (the ``open_run`` block is running): a full buffer makes the emitting task wait
+    #    for the reader. That is back-pressure on purpose: a reader that falls behind slows the run
+    #    down instead of losing events. Each waiting sender registers its own cancel scope in
+    #    ``_blocked_sends`` (with ``jobs`` > 1 several story tasks can wait at once).
+    # 2. Closed by the reader (``run.events.close()``): sending raises BrokenResourceError, and we
+    #    stop sending at all (``_events_open``); the run goes on.
+    # 3. Detached (the block was left, :meth:`_detach`): nobody can be reading any more, or not for
+    #    long, so waiting would only hold the run back, and ``open_run.__aexit__`` waits for the run
+    #    to end: waiting there for a reader who never comes is a deadlock. So detaching cancels
+    #    every registered sender's scope (their events are dropped from the stream), and later
+    #    events are only offered (``send_nowait``): what fits the buffer is kept for a late reader,
+    #    the rest is dropped. events.jsonl still has every event.
+    #
+    # And one rule for cleanup: no shielded await may wait for a reader, since no cancellation
+    # can end that wait. The final RunFinished of a run that ends by an exception is only offered.
 
-        While the ``open_run`` block runs, a full buffer holds the run back (backpressure). Once
-        the block is left (:meth:`_detach`), nobody may be reading any more: events that do not fit
-        are dropped from the stream (events.jsonl still has them), so the run never blocks on them.
-        """
-        if files is not None:
-            files.write_event(event)
+    def _record(self, event: Event, files: RunFiles) -> Event:
+        """Redact the event and append it to events.jsonl; returns the redacted event, which is what
+        the stream gets too (redacted once, so the file and every reader see the same object)."""
+        return files.write_event(event)
+
+    def _offer(self, event: Event) -> None:
+        """Put the event in the stream if there is room, else drop it (never waits)."""
         if not self._events_open:
             return
         try:
-            if self._detached:
-                self._send.send_nowait(event)
-                return
-            with anyio.CancelScope() as scope:
-                self._blocked_send = scope
-                await self._send.send(event)
-            self._blocked_send = None
+            self._send.send_nowait(event)
         except anyio.WouldBlock:
-            pass
+            pass  # dropped from the stream only; events.jsonl has it
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self._events_open = False  # the consumer closed its end: keep running
+            self._events_open = False  # the reader closed its end: stop sending, keep running
+
+    async def _publish(self, event: Event) -> None:
+        """Hand the event to the reader, waiting for room while the ``open_run`` block runs.
+
+        Cancellation: the wait ends when the caller's scope is cancelled (Cancelled propagates) or
+        when the block is left (the event is dropped, no exception).
+        """
+        if not self._events_open:
+            return
+        if self._detached:
+            self._offer(event)
+            return
+        # No await between the check above and registering the scope: _detach cannot slip in
+        # between, so a sender is either registered before detaching or sees ``_detached``.
+        with anyio.CancelScope() as scope:
+            self._blocked_sends.add(scope)
+            try:
+                await self._send.send(event)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._events_open = False  # the reader closed its end: stop sending, keep running
+            finally:
+                self._blocked_sends.discard(scope)
+
+    async def _emit(self, event: Event, files: RunFiles) -> None:
+        """Write the event (redacted) to events.jsonl, then hand it to ``events``' reader (see the
+        comment above for when that waits)."""
+        await self._publish(self._record(event, files))
 
     def _detach(self) -> None:
-        """The ``open_run`` block has ended: stop waiting for an event reader (never close it)."""
+        """The ``open_run`` block has ended: stop waiting for an event reader (never close it, a
+        late reader may still drain what is buffered). Synchronous: safe from any cleanup."""
         self._detached = True
-        if self._blocked_send is not None:
-            self._blocked_send.cancel()
+        for scope in list(self._blocked_sends):
+            scope.cancel(reason="the open_run block was left: the run no longer waits for a reader")
 
     async def _main(self, *, task_status: anyio.abc.TaskStatus[Run]) -> None:
         """Prepare (validation errors go to ``task_status``' caller), then run to the end."""
@@ -322,6 +377,8 @@ class Run:
                 store = await Store.open(config.project, redactor=redactor)
             await self._execute(prepared, store, redactor, task_status)
         finally:
+            # Cannot hang: closing waits only for the SQLite statement in flight, itself bounded
+            # by the database's busy timeout.
             with anyio.CancelScope(shield=True):
                 if store is not None:
                     await store.aclose()
@@ -355,7 +412,12 @@ class Run:
         started = anyio.current_time()
         spent = await store.run_cost(run_id)
         files = RunFiles(config.project, run_id, redactor)
+        # run.log gets this run's lines only: the records of this task and of every task it starts
+        # (the run's whole tree) are marked with the run id; another run in the same process has
+        # its own mark. This task is the run's own, made by open_run for it alone.
+        mark_task_as_run(run_id)
         log_handle = files.attach_log()
+        log = log_handle.logger
         runner, owned_runner = self._runner, False
         if runner is None:
             from ._claude_runner import ClaudeAgentRunner
@@ -382,6 +444,8 @@ class Run:
         reason: str | None = None
         stories: dict[str, StoryReport] = {}
         gates: list[GateReport] = []
+        ended_normally = False  # False while an exception (a cancel included) ends the run
+        final: Event | None = None
         try:
             for position, story in enumerate(prepared.stories):
                 await store.upsert_story(
@@ -429,6 +493,7 @@ class Run:
                     status = "done"
             except RunAbort as exc:
                 reason = str(exc)
+            ended_normally = True
         except BaseException as exc:
             if isinstance(exc, anyio.get_cancelled_exc_class()):
                 status, reason = "interrupted", "interrupted; `bmad-trio resume` continues"
@@ -436,6 +501,10 @@ class Run:
                 reason = f"internal error: {exc!r}"
             raise
         finally:
+            # Shielded, so an interrupted run is still recorded as such. It cannot hang: the store
+            # calls are single SQLite statements bounded by the database's busy timeout, closing
+            # our runner kills its processes without waiting for them, and RunFinished is only
+            # offered to the stream here, never awaited (no reader can hold up this block).
             with anyio.CancelScope(shield=True):
                 cost = await store.run_cost(run_id)
                 duration = anyio.current_time() - started
@@ -454,9 +523,12 @@ class Run:
                     failure_reason=reason,
                 )
                 self._report = report
-                await emit(
-                    RunFinished(status=status, cost_usd=cost, duration_s=duration, reason=reason)
+                final = self._record(
+                    RunFinished(status=status, cost_usd=cost, duration_s=duration, reason=reason),
+                    files,
                 )
+                if not ended_normally:
+                    self._offer(final)  # an exception is on its way out: no waiting for a reader
                 log.info("run %s %s: $%.4f, %.1f s", run_id, status, cost, duration)
                 if owned_runner:
                     aclose = getattr(runner, "aclose", None)
@@ -464,6 +536,10 @@ class Run:
                         await aclose()
                 log_handle.detach()
                 files.close()
+        # A normal end: RunFinished waits for room like every other event, so a reader that is
+        # behind still gets it (after the shielded block: a cancel or detach can end this wait).
+        assert final is not None
+        await self._publish(final)
 
 
 async def _report_from_store(store: Store, run_id: str, story: EpicStory) -> StoryReport:
@@ -485,61 +561,97 @@ async def _schedule(
     reports: dict[str, StoryReport],
     gates: list[GateReport],
 ) -> None:
-    """Run every story: at most ``jobs`` at once, in epic order, each after its dependencies.
+    """Run every story: at most ``jobs`` at once, each after the selected stories it depends on.
 
-    A story whose dependency did not finish done is blocked; a failed story stops the others only
-    with ``stop_on_failure``. RunAbort (budget, refused credentials) stops every story. With
-    ``gates_after_each_story`` the quality gates run after each story that ends done.
+    Stories start in :func:`run_order` (dependencies first, epic order otherwise), so with
+    ``jobs=1`` the run takes exactly the order ``plan`` shows. A story whose dependency did not end
+    done is blocked; a failed story stops the others only with ``stop_on_failure``. RunAbort
+    (budget, refused credentials) stops every story. With ``gates_after_each_story`` the quality
+    gates run after each story that ends done. Cancellation cancels every story task.
     """
     config = services.config
-    limiter = anyio.CapacityLimiter(config.jobs)
-    finished = {s.story_id: anyio.Event() for s in stories}
-    turn = [anyio.Event() for _ in stories]  # story i may queue for the limiter after story i-1
-    selected = set(finished)
+    selected = {s.story_id for s in stories}
+    # The scheduler is one loop, in this task: look at the state, start or block every story it
+    # can, then sleep until some story's state changes, and look again. Story tasks only report
+    # back (``ended``, ``running``, ``changed``); they never wait for each other. So nothing can
+    # wait in a circle: a story that waits for a dependency is simply not started yet, and holds
+    # no slot. (An earlier design gave every story a task at once, waiting for its dependencies
+    # and then for "its turn" after the story before it in epic order: a story depending on a
+    # *later* story waited for that story, which waited for its turn after it. Deadlock.)
+    pending = list(run_order(stories))  # not started yet, in the order they may start
+    ended: set[str] = set()  # reached an end state: done, failed or blocked (gates included)
+    running = 0  # stories holding one of the ``jobs`` slots (their agent work is under way)
+    in_flight = 0  # story tasks started, not ended (a task runs its gates after its slot)
+    changed = anyio.Event()  # set when a story task's state changes, then replaced
     abort: list[RunAbort] = []
 
-    async def one(index: int, story: EpicStory, tg: anyio.abc.TaskGroup) -> None:
+    def wake() -> None:
+        nonlocal changed
+        changed.set()  # wakes the scheduler if it sleeps on this one ...
+        changed = anyio.Event()  # ... and arms a fresh one for its next sleep
+
+    def dependencies(story: EpicStory) -> list[str]:
+        # Only selected stories count: one not selected, or of another epic, is not waited for.
+        return [d for d in story.dependencies if d in selected and d != story.story_id]
+
+    async def run_story(story: EpicStory, tg: anyio.abc.TaskGroup) -> None:
+        nonlocal running, in_flight
         try:
-            for dep in story.dependencies:
-                if dep in finished:
-                    await finished[dep].wait()
-            blockers = [
-                d
-                for d in story.dependencies
-                if d in selected and (reports.get(d) is None or reports[d].status != "done")
-            ]
-            if index:
-                await turn[index - 1].wait()
-            if blockers:
-                turn[index].set()
-                reports[story.story_id] = await _blocked(services, story, blockers)
-                return
-            async with limiter:
-                turn[index].set()
+            try:
                 row = await services.store.get_story(services.run_id, story.story_id)
                 await services.emit(
                     StoryStarted(story_id=story.story_id, title=story.title, status=row.status)
                 )
                 report = await StoryCycle(services, story, cycles=row.cycles).run()
+            finally:
+                running -= 1  # the agent work is over: the slot may go to the next story now
+                wake()
             reports[story.story_id] = report
             await services.emit(_story_finished(report))
             if report.status == "done" and config.gates_after_each_story and not config.skip_gates:
                 gates.extend(await run_quality_gates(services, config.gates or ()))
             if report.status != "done" and config.stop_on_failure:
-                abort.append(
-                    RunAbort(f"story {story.story_id} {report.status}: {report.failure_reason}")
-                )
-                tg.cancel_scope.cancel()
+                reason = f"story {story.story_id} {report.status}: {report.failure_reason}"
+                abort.append(RunAbort(reason))
+                tg.cancel_scope.cancel(reason=f"stop_on_failure: {reason}")
         except RunAbort as exc:
             abort.append(exc)
-            tg.cancel_scope.cancel()
+            tg.cancel_scope.cancel(reason=f"the run is stopping: {exc}")
         finally:
-            turn[index].set()
-            finished[story.story_id].set()
+            # Dependents are decided only now, after this story's gates: they build on its result.
+            in_flight -= 1
+            ended.add(story.story_id)
+            wake()
 
     async with anyio.create_task_group() as tg:
-        for index, story in enumerate(stories):
-            tg.start_soon(one, index, story, tg)
+        while pending:
+            progressed = False
+            for story in list(pending):
+                deps = dependencies(story)
+                if not all(d in ended for d in deps):
+                    continue  # a dependency is still pending or running: not yet
+                blockers = [d for d in deps if d not in reports or reports[d].status != "done"]
+                if blockers:
+                    # Decided at once and needs no slot: blocked stories do no agent work.
+                    pending.remove(story)
+                    reports[story.story_id] = await _blocked(services, story, blockers)
+                    ended.add(story.story_id)
+                    progressed = True
+                    break  # that awaited: the state may have moved on, scan again from the start
+                if running < config.jobs:
+                    # The first ready story in run order gets the free slot.
+                    pending.remove(story)
+                    running += 1
+                    in_flight += 1
+                    tg.start_soon(run_story, story, tg, name=f"story {story.story_id}")
+                    progressed = True
+            if progressed or not pending:
+                continue  # look again: a story just blocked may block others in turn
+            # Nothing could start. Something must be in flight, or we would wait forever: the
+            # earliest pending story in run order has every dependency ended or in flight (they
+            # all come before it), and with nothing in flight it would have been startable.
+            assert in_flight, f"scheduler stuck with {[s.story_id for s in pending]} pending"
+            await changed.wait()
     if abort:
         raise abort[0]
 
@@ -571,7 +683,10 @@ class open_run:
     Entering returns once the run is under way (validation errors, a held lock or a bad store raise
     here, before anything is written). Leaving the block waits for the run to end; an exception in
     the block cancels it. Cancelling the caller's scope stops the run cleanly and leaves resumable
-    state. ``resume`` continues the latest run (True) or the given run id.
+    state. ``resume`` continues the latest run (True) or the given run id. ``event_buffer`` (at
+    least 1, else ConfigError here) bounds ``run.events``; once the block is left the run never
+    waits for its reader. ``environ``'s secrets are redacted from everything the run writes and
+    from the events it streams.
     """
 
     def __init__(
@@ -593,7 +708,10 @@ class open_run:
         try:
             await tg.start(self._run._main)  # pyright: ignore[reportPrivateUsage]
         except BaseException as exc:
-            tg.cancel_scope.cancel()
+            # The run did not get under way (bad input, held lock) or we were cancelled while it
+            # was starting: stop whatever part of it runs, and close the stream nobody will read,
+            # so a sender blocked on it fails at once instead of waiting.
+            tg.cancel_scope.cancel(reason=f"open_run could not start the run: {exc!r}")
             self._run.events.close()
             try:
                 await tg.__aexit__(type(exc), exc, exc.__traceback__)
@@ -611,8 +729,10 @@ class open_run:
         tg, self._tg = self._tg, None
         assert tg is not None
         if exc is not None:
-            tg.cancel_scope.cancel()
-        self._run._detach()  # pyright: ignore[reportPrivateUsage] - the run must not block on events
+            tg.cancel_scope.cancel(reason=f"the open_run block raised {exc!r}")
+        # From here on nobody reads the events (the block is over), yet the run may go on for
+        # long: detach, so it never waits for a reader while we wait for it to end.
+        self._run._detach()  # pyright: ignore[reportPrivateUsage]
         try:
             return await tg.__aexit__(exc_type, exc, tb)
         except BaseException as group:

@@ -4,7 +4,8 @@
   (:meth:`RunFiles.write_event`).
 - ``transcripts/<story>-<cycle>-<role>.jsonl``: each agent session's messages
   (:meth:`RunFiles.transcript` gives a :class:`TranscriptWriter`).
-- ``run.log``: the ``bmad_trio`` logger's records while attached (:func:`attach_run_log`).
+- ``run.log``: the run's own log lines, and the ``bmad_trio`` loggers' records logged by the run's
+  tasks, never another run's (:func:`attach_run_log`, :func:`run_log_context`).
 
 Everything is redacted by the given :class:`Redactor` before it reaches the disk.
 
@@ -20,7 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Generator, Iterable
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final
@@ -40,8 +43,10 @@ __all__ = [
     "RunLogHandle",
     "TranscriptWriter",
     "attach_run_log",
+    "mark_task_as_run",
     "read_events",
     "run_dir",
+    "run_log_context",
 ]
 
 STATE_DIR_NAME: Final = ".bmad-trio"
@@ -155,15 +160,92 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-class RunLogHandle:
-    """An attached ``run.log`` handler; :meth:`detach` removes and closes it (idempotent)."""
+_RUN_OF_TASK: Final[ContextVar[str | None]] = ContextVar("bmad_trio_run_id", default=None)
+"""The id of the run whose task tree the current task belongs to (see :func:`run_log_context`)."""
+_OWN_RUN_ATTR: Final = "bmad_trio_run_id"
+"""Set on the records of a run's own logger (:attr:`RunLogHandle.logger`): the run they belong to."""
+_WRITTEN_ATTR: Final = "bmad_trio_run_log_written"
+"""Set on a record that a run's own logger already wrote to its run.log (so it is not written twice)."""
 
-    def __init__(
-        self, logger: logging.Logger, handler: logging.Handler, restore_level: int | None
-    ) -> None:
-        self._logger = logger
+
+def mark_task_as_run(run_id: str) -> None:
+    """Mark the current task, and every task or worker thread it starts from now on, as part of run
+    ``run_id`` (for the run's own task, which lives exactly as long as the run: no reset needed).
+    See :func:`run_log_context`."""
+    _RUN_OF_TASK.set(run_id)
+
+
+@contextmanager
+def run_log_context(run_id: str) -> Generator[None]:
+    """Mark the current task, and every task or worker thread it starts from now on, as part of
+    run ``run_id``: the ``bmad_trio`` records they log go to that run's ``run.log`` only.
+
+    Context variables are copied into child tasks when they are spawned (trio and asyncio alike)
+    and into ``anyio.to_thread`` workers, so setting it once in the run's task, before it starts
+    any child, covers the whole run. Two runs in one process never see each other's records.
+    """
+    token = _RUN_OF_TASK.set(run_id)
+    try:
+        yield
+    finally:
+        _RUN_OF_TASK.reset(token)
+
+
+class _ThisRunOnly(logging.Filter):
+    """Passes run ``run_id``'s records: those of its own logger, and the shared loggers' records
+    logged by its tasks (per :func:`run_log_context`), except those already written."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, _WRITTEN_ATTR, False):
+            return False
+        own: str | None = getattr(record, _OWN_RUN_ATTR, None)
+        return (own if own is not None else _RUN_OF_TASK.get()) == self.run_id
+
+
+class _RunLoggerHandler(logging.Handler):
+    """The run's own logger's one handler: every record goes to ``run.log``; it then goes on to the
+    application's handlers only if the shared ``bmad_trio.run`` logger lets that level through,
+    exactly as if it had been logged there (so a run never makes an application print INFO lines
+    it did not ask for)."""
+
+    def __init__(self, file_handler: logging.Handler, shared: logging.Logger, run_id: str) -> None:
+        super().__init__()
+        self._file_handler = file_handler
+        self._shared = shared
+        self._run_id = run_id
+
+    def emit(self, record: logging.LogRecord) -> None:
+        setattr(record, _OWN_RUN_ATTR, self._run_id)
+        if record.levelno >= self._file_handler.level:
+            self._file_handler.handle(record)  # redacts the record in place
+        if self._shared.isEnabledFor(record.levelno):
+            setattr(record, _WRITTEN_ATTR, True)
+            self._shared.handle(record)
+
+
+class RunLogHandle:
+    """An attached ``run.log``; :meth:`detach` removes and closes it (idempotent).
+
+    :attr:`logger` is the run's own logger: its records (at the handle's level and above) always
+    reach ``run.log``, whatever levels the application set. Records of the shared ``bmad_trio``
+    loggers reach ``run.log`` when their logger's level lets them through and they were logged
+    inside the run's :func:`run_log_context`. No logger's level is ever changed.
+    """
+
+    def __init__(self, shared: logging.Logger, handler: logging.Handler, run_id: str) -> None:
+        self._shared = shared
         self._handler: logging.Handler | None = handler
-        self._restore_level = restore_level
+        # Made directly, not by logging.getLogger: it is not registered anywhere (no global state)
+        # and has no parent, so its records go only where _RunLoggerHandler sends them.
+        self.logger: logging.Logger = logging.Logger(f"{shared.name}.run", level=handler.level)
+        self.logger.propagate = False
+        self._forward = _RunLoggerHandler(handler, logging.getLogger(f"{shared.name}.run"), run_id)
+        self.logger.addHandler(self._forward)
+        self.run_id = run_id
 
     @property
     def path(self) -> Path:
@@ -180,10 +262,9 @@ class RunLogHandle:
         handler, self._handler = self._handler, None
         if handler is None:
             return
-        self._logger.removeHandler(handler)
+        self.logger.removeHandler(self._forward)
+        self._shared.removeHandler(handler)
         handler.close()
-        if self._restore_level is not None:
-            self._logger.setLevel(self._restore_level)
 
     def __enter__(self) -> RunLogHandle:
         return self
@@ -201,26 +282,26 @@ def attach_run_log(
     path: Path,
     redactor: Redactor,
     *,
+    run_id: str,
     level: int = logging.INFO,
     logger_name: str = LOGGER_NAME,
 ) -> RunLogHandle:
-    """Append the ``bmad_trio`` logger's records at ``level`` and above to ``path``, redacted.
+    """Append run ``run_id``'s log records at ``level`` and above to ``path``, redacted.
 
-    If the logger would drop such records (its effective level is higher), its level is lowered to
-    ``level`` until the handle is detached. Returns the handle; detach it when the run ends.
+    That is: everything logged through the handle's :attr:`~RunLogHandle.logger`, and the records
+    of the shared ``logger_name`` logger tree that its levels let through and that were logged
+    inside ``run_log_context(run_id)``. Levels are never changed, so another run, or the
+    application, sees no difference. Returns the handle; detach it when the run ends.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, mode="a", encoding="utf-8")
     handler.setLevel(level)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(_ThisRunOnly(run_id))  # first: other runs' records are never even redacted
     handler.addFilter(RedactingFilter(redactor))
-    logger = logging.getLogger(logger_name)
-    restore: int | None = None
-    if logger.getEffectiveLevel() > level:
-        restore = logger.level
-        logger.setLevel(level)
-    logger.addHandler(handler)
-    return RunLogHandle(logger, handler, restore)
+    shared = logging.getLogger(logger_name)
+    shared.addHandler(handler)
+    return RunLogHandle(shared, handler, run_id)
 
 
 class RunFiles:
@@ -264,13 +345,18 @@ class RunFiles:
         name = f"{_safe_name(story_id)}-{int(cycle)}-{_safe_name(str(role))}.jsonl"
         return self.transcripts_dir / name
 
-    def write_event(self, event: Event) -> None:
-        """Append the event as one redacted JSON line (with ``type`` and ``ts``) and flush it."""
+    def write_event(self, event: Event) -> Event:
+        """Redact the event, append it as one JSON line (with ``type`` and ``ts``) and flush it.
+
+        Returns the redacted event: hand that object, not the original, to anyone else (the run's
+        event stream does), so every consumer sees what the file has and redaction runs once.
+        """
         if self._events is None:
             raise ValueError(f"{self.events_path} is closed")
-        data = self.redactor.redact_json(event_to_json(self._converter, event))
-        self._events.write(_dumps(data) + "\n")
+        redacted = self.redactor.redact_attrs(event)
+        self._events.write(_dumps(event_to_json(self._converter, redacted)) + "\n")
         self._events.flush()
+        return redacted
 
     def transcript(self, story_id: str, cycle: int, role: str) -> TranscriptWriter:
         """A writer appending to this session's transcript (a re-run after a resume appends)."""
@@ -280,10 +366,13 @@ class RunFiles:
         return writer
 
     def attach_log(self, *, level: int = logging.INFO) -> RunLogHandle:
-        """Attach ``run.log`` to the ``bmad_trio`` logger (see :func:`attach_run_log`) until
-        :meth:`close`; calling it again returns the handle already attached."""
+        """Attach ``run.log`` for this run (see :func:`attach_run_log`) until :meth:`close`;
+        calling it again returns the handle already attached. Log inside
+        ``run_log_context(run_id)`` for the shared loggers' records to reach it."""
         if self._log is None or not self._log.attached:
-            self._log = attach_run_log(self.log_path, self.redactor, level=level)
+            self._log = attach_run_log(
+                self.log_path, self.redactor, run_id=self.run_id, level=level
+            )
         return self._log
 
     def read_events(self) -> list[Event]:

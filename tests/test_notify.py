@@ -189,7 +189,7 @@ async def test_a_hanging_webhook_never_blocks_the_producer(
     ]
     async with httpx.AsyncClient(transport=httpx.MockTransport(hang)) as client:
         notifier = Notifier(
-            HOOK, client=client, timeout=0.05, retries=0, max_pending=4, drain_timeout=0.2
+            HOOK, client=client, timeout=60, retries=0, max_pending=4, drain_timeout=0.2
         )
         send, receive = anyio.create_memory_object_stream[Event](0)
         produced_while_hanging = -1
@@ -201,8 +201,9 @@ async def test_a_hanging_webhook_never_blocks_the_producer(
                         for event in events:
                             await send.send(event)
                     produced_while_hanging = started
-            # the producer got through all 200 while at most a couple of posts had even started
-    assert 0 <= produced_while_hanging <= 2
+            # the producer got through all 200 while the first post still hung (its deadline is far
+            # off, so no machine load can let a second one start)
+    assert produced_while_hanging == 1
     assert notifier.dropped >= 190
     assert notifier.sent == 0
     assert "dropped the oldest pending notification" in caplog.text

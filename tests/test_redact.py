@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -149,6 +150,22 @@ def test_redact_json(redactor: Redactor) -> None:
     assert out["token"] is None
     assert f"key-{REDACTED}" in out
     assert data["env"]["ANTHROPIC_API_KEY"] == API_KEY  # input untouched
+
+
+def test_redact_attrs(redactor: Redactor) -> None:
+    @attrs.frozen
+    class Sample:
+        text: str
+        names: tuple[str, ...]
+        password: str = ""
+        count: int = 3
+
+    clean = Sample(text="nothing here", names=("a",))
+    assert redactor.redact_attrs(clean) is clean
+    dirty = Sample(text=f"key {API_KEY}", names=(f"x {API_KEY}",), password="hunter2")
+    assert redactor.redact_attrs(dirty) == Sample(
+        text=f"key {REDACTED}", names=(f"x {REDACTED}",), password=REDACTED
+    )
 
 
 def test_with_secrets_adds_values(redactor: Redactor) -> None:

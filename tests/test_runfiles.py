@@ -14,7 +14,7 @@ from bmad_trio._agent import AgentMessage, Role, ToolCall
 from bmad_trio._errors import StateError
 from bmad_trio._events import AgentActivity, PhaseStarted, RunFinished, RunStarted, SessionFinished
 from bmad_trio._redact import REDACTED, Redactor
-from bmad_trio._runfiles import RunFiles, attach_run_log, read_events, run_dir
+from bmad_trio._runfiles import RunFiles, attach_run_log, read_events, run_dir, run_log_context
 
 API_KEY = "sk-ant-api03-runfiles-KEY-0123456789"
 ENV_SECRET = "plain-env-secret-value-42"
@@ -71,9 +71,10 @@ def test_events_jsonl(tmp_path: Path, redactor: Redactor) -> None:
             error=f"401 with key {API_KEY} posting to {SLACK_URL}",
         ),
     ]
+    written: list[object] = []
     with RunFiles(tmp_path, RUN_ID, redactor) as files:
         for event in events:
-            files.write_event(event)
+            written.append(files.write_event(event))
             # flushed per event: readable while the run goes on
             assert files.events_path.read_text().count("\n") == events.index(event) + 1
     lines = [json.loads(line) for line in files.events_path.read_text().splitlines()]
@@ -92,6 +93,9 @@ def test_events_jsonl(tmp_path: Path, redactor: Redactor) -> None:
     # They read back as the same events (apart from redaction).
     back = read_events(files.events_path)
     assert back[:2] == events[:2]
+    # write_event returns the redacted event: exactly what the file has (the run streams that one)
+    assert back == written
+    assert written[0] is events[0]  # nothing to redact: the same object
 
     # A resume appends to the same file.
     with RunFiles(tmp_path, RUN_ID, redactor) as files:
@@ -183,32 +187,58 @@ def test_run_log(tmp_path: Path, redactor: Redactor) -> None:
     with RunFiles(tmp_path, RUN_ID, redactor) as files:
         handle = files.attach_log()
         assert files.attach_log() is handle
-        logger.info("story %s using key %s", "1.1", API_KEY)
-        logger.debug("debug is below the level %s", ENV_SECRET)
-        logger.warning("notify %s failed", SLACK_URL)
-        try:
-            raise RuntimeError(f"boom Authorization: Bearer bearer-tok-123 {ENV_SECRET}")
-        except RuntimeError:
-            logger.exception("session crashed for https://bob:pa55w0rd-x@host/ ?token=tok3n-value")
+        assert logging.getLogger("bmad_trio").level == before  # levels are never changed
+        handle.logger.info("story %s using key %s", "1.1", API_KEY)  # the run's own lines
+        handle.logger.debug("debug is below the level %s", ENV_SECRET)
+        with run_log_context(RUN_ID):
+            logger.warning("notify %s failed", SLACK_URL)
+            try:
+                raise RuntimeError(f"boom Authorization: Bearer bearer-tok-123 {ENV_SECRET}")
+            except RuntimeError:
+                logger.exception(
+                    "session crashed for https://bob:pa55w0rd-x@host/ ?token=tok3n-value"
+                )
+        with run_log_context("another-run"):
+            logger.warning("another run's line")
+        logger.warning("a line of no run")
     assert not handle.attached
     assert logging.getLogger("bmad_trio").level == before
     left = logging.getLogger("bmad_trio").handlers
     assert [h for h in left if not isinstance(h, logging.NullHandler)] == []  # run.log detached
-    logger.info("after detach %s", "not logged")
+    with run_log_context(RUN_ID):
+        logger.warning("after detach %s", "not logged")
     text = files.log_path.read_text()
     assert f"story 1.1 using key {REDACTED}" in text
     assert "debug is below" not in text
     assert f"notify https://hooks.slack.com/services/{REDACTED} failed" in text
     assert "RuntimeError: boom" in text  # the traceback is there, redacted
+    assert "another run" not in text
+    assert "of no run" not in text
     assert "not logged" not in text
     assert_clean(files.log_path)
 
 
+def test_a_run_logger_line_reaches_the_application_only_at_its_level(
+    tmp_path: Path, redactor: Redactor, caplog: pytest.LogCaptureFixture
+) -> None:
+    shared = logging.getLogger("bmad_trio.run")
+    with RunFiles(tmp_path, RUN_ID, redactor) as files:
+        handle = files.attach_log()
+        with caplog.at_level(logging.WARNING, logger="bmad_trio"):
+            handle.logger.info("quiet %s", API_KEY)
+            handle.logger.warning("loud %s", API_KEY)
+    assert shared.level == logging.NOTSET
+    assert [r.getMessage() for r in caplog.records] == [f"loud {REDACTED}"]
+    text = files.log_path.read_text()
+    assert text.count("quiet") == 1  # each line once
+    assert text.count("loud") == 1
+
+
 def test_attach_run_log_standalone(tmp_path: Path, redactor: Redactor) -> None:
     path = tmp_path / "x" / "run.log"
-    with attach_run_log(path, redactor, level=logging.DEBUG) as handle:
+    with attach_run_log(path, redactor, run_id=RUN_ID, level=logging.DEBUG) as handle:
         assert handle.path == path
-        logging.getLogger("bmad_trio.sub").debug("secret %s", ENV_SECRET)
+        handle.logger.debug("secret %s", ENV_SECRET)
     handle.detach()  # idempotent
     assert path.read_text().endswith(f"secret {REDACTED}\n")
 
