@@ -348,7 +348,9 @@ class Run:
             files=files,
             run_id=run_id,
             emit=emit,
-            budget=Budget(config.budget_usd, spent),
+            budget=Budget(
+                config.budget_usd, spent, jobs=config.jobs, stories=len(prepared.stories)
+            ),
             pause=PauseGate(emit),
             api_backoff_s=config.rate_limit_backoff,
         )
@@ -508,6 +510,7 @@ async def _schedule(
             abort.append(exc)
             tg.cancel_scope.cancel()
         finally:
+            services.budget.story_ended()
             turn[index].set()
             finished[story.story_id].set()
 
