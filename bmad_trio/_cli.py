@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     import logging
 
-    from ._errors import BmadError, unwrap_single
+    from ._errors import BmadError, collapse
 
     if not debug:  # the SDK logs warnings about tasks we cancel on purpose; they belong in run.log
         logging.getLogger("claude_agent_sdk").addHandler(logging.NullHandler())
@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's final flush
         return EXIT_OK
     except BaseException as exc:
-        error = unwrap_single(exc)
+        error = collapse(exc)  # a group of BmadErrors: the most severe one
         if isinstance(error, KeyboardInterrupt):
             print("bmad-trio: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED

@@ -34,7 +34,7 @@ from ._agent import AgentRunner
 from ._bmad import Epic, EpicStory, Layout, StoryStatus, detect_layout, find_epic, parse_epic
 from ._config import RunConfig
 from ._converter import make_converter
-from ._errors import BmadError, ConfigError, StateError, unwrap_single
+from ._errors import BmadError, ConfigError, StateError, collapse
 from ._events import Event, RunFinished, RunStarted, StoryFinished, StoryStarted
 from ._gate_phase import run_quality_gates
 from ._lock import RunLock
@@ -406,10 +406,13 @@ class Run:
             except RunAbort as exc:
                 reason = str(exc)
         except BaseException as exc:
-            if isinstance(exc, anyio.get_cancelled_exc_class()):
+            error = collapse(exc)  # a group from the story tasks: its most severe BmadError
+            if isinstance(error, anyio.get_cancelled_exc_class()):
                 status, reason = "interrupted", "interrupted; `bmad-trio resume` continues"
-            elif not isinstance(exc, BmadError):
-                reason = f"internal error: {exc!r}"
+            elif isinstance(error, BmadError):
+                reason = str(error)
+            else:
+                reason = f"internal error: {error!r}"
             raise
         finally:
             with anyio.CancelScope(shield=True):
@@ -575,8 +578,8 @@ class open_run:
             try:
                 await tg.__aexit__(type(exc), exc, exc.__traceback__)
             except BaseException as group:
-                raise unwrap_single(group) from None
-            raise unwrap_single(exc) from None
+                raise collapse(group) from None
+            raise collapse(exc) from None
         return self._run
 
     async def __aexit__(
@@ -593,7 +596,7 @@ class open_run:
         try:
             return await tg.__aexit__(exc_type, exc, tb)
         except BaseException as group:
-            raise unwrap_single(group) from None
+            raise collapse(group) from None
 
 
 async def run_epic(
