@@ -64,7 +64,9 @@ RunStatus = Literal["done", "failed", "interrupted"]
 
 @attrs.frozen(kw_only=True)
 class RunReport:
-    """What a run did. ``stories`` is one entry per selected story, in epic order."""
+    """What a run did. ``stories`` is one entry per selected story, in epic order; ``gates`` one
+    entry per quality gate: its last result (with ``gates_after_each_story`` a gate runs several
+    times, and only its last run counts)."""
 
     run_id: str
     status: RunStatus
@@ -381,8 +383,9 @@ class Run:
                 if config.skip_gates or not config.gates:
                     pass
                 elif all_done:
-                    gates.extend(await run_quality_gates(services, config.gates))
-                else:
+                    _keep_last(gates, await run_quality_gates(services, config.gates))
+                else:  # a gate that ran after a story keeps that (its last) result
+                    ran = {g.name for g in gates}
                     gates += [
                         GateReport(
                             name=g.name,
@@ -392,6 +395,7 @@ class Run:
                             detail="skipped: not every story is done",
                         )
                         for g in config.gates
+                        if g.name not in ran
                     ]
                 failed = [r for r in stories.values() if r.status != StoryStatus.DONE.value]
                 failed_gates = [g for g in gates if not g.passed and not g.skipped]
@@ -503,7 +507,7 @@ async def _schedule(
             reports[story.story_id] = report
             await services.emit(_story_finished(report))
             if report.status == "done" and config.gates_after_each_story and not config.skip_gates:
-                gates.extend(await run_quality_gates(services, config.gates))
+                _keep_last(gates, await run_quality_gates(services, config.gates))
             if report.status != "done" and config.stop_on_failure:
                 abort.append(
                     RunAbort(f"story {story.story_id} {report.status}: {report.failure_reason}")
@@ -522,6 +526,16 @@ async def _schedule(
             tg.start_soon(one, index, story, tg)
     if abort:
         raise abort[0]
+
+
+def _keep_last(gates: list[GateReport], results: list[GateReport]) -> None:
+    """Record gate results; a gate that ran before keeps only its latest result (its place stays)."""
+    for result in results:
+        index = next((i for i, g in enumerate(gates) if g.name == result.name), None)
+        if index is None:
+            gates.append(result)
+        else:
+            gates[index] = result
 
 
 async def _blocked(services: RunServices, story: EpicStory, blockers: list[str]) -> StoryReport:
