@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
@@ -32,7 +32,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._agent import AgentRunner
 from ._bmad import Epic, EpicStory, Layout, StoryStatus, detect_layout, find_epic, parse_epic
-from ._config import RunConfig
+from ._config import RunConfig, resumed_config
 from ._converter import make_converter
 from ._errors import BmadError, ConfigError, StateError, collapse
 from ._events import Event, RunFinished, RunStarted, StoryFinished, StoryStarted
@@ -193,9 +193,12 @@ class Run:
         resume: str | bool = False,
         event_buffer: int = 256,
         environ: Mapping[str, str] | None = None,
+        resume_overrides: Iterable[str] | None = None,
     ) -> None:
         self._runner = runner
         self._resume = resume
+        self._resume_overrides = None if resume_overrides is None else frozenset(resume_overrides)
+        self._overridden: tuple[str, ...] = ()
         self._environ = dict(os.environ if environ is None else environ)
         self.config: RunConfig = config
         send, receive = anyio.create_memory_object_stream[Event](event_buffer)
@@ -274,14 +277,8 @@ class Run:
                 run_id = await self._resume_target(store)
                 row = await store.get_run(run_id)
                 stored = config_from_json(row.config_json)
-                # The current config (files + flags) wins; the run's epic and story selection
-                # come from the stored run unless given again.
-                config = attrs.evolve(
-                    config,
-                    epic=config.epic or stored.epic,
-                    epic_number=config.epic_number or stored.epic_number,
-                    stories=config.stories or stored.stories,
-                )
+                # The stored run's settings; only what the caller named overrides them.
+                config, self._overridden = resumed_config(stored, config, self._resume_overrides)
             except BaseException:
                 await store.aclose()
                 raise
@@ -377,6 +374,9 @@ class Run:
             )
             task_status.started(self)
             log.info("run %s started: %d stories", run_id, len(prepared.stories))
+            if resumed:
+                overridden = ", ".join(self._overridden) or "nothing"
+                log.info("resumed with the stored settings; overridden: %s", overridden)
             try:
                 await _schedule(services, prepared.stories, stories, gates)
                 all_done = all(r.status == StoryStatus.DONE.value for r in stories.values())
@@ -565,7 +565,9 @@ class open_run:
     Entering returns once the run is under way (validation errors, a held lock or a bad store raise
     here, before anything is written). Leaving the block waits for the run to end; an exception in
     the block cancels it. Cancelling the caller's scope stops the run cleanly and leaves resumable
-    state. ``resume`` continues the latest run (True) or the given run id.
+    state. ``resume`` continues the latest run (True) or the given run id, with that run's stored
+    settings: only the fields of ``config`` named in ``resume_overrides`` replace them (None: the
+    fields of ``config`` that differ from RunConfig's defaults); ``config.project`` says where.
     """
 
     def __init__(
@@ -576,8 +578,16 @@ class open_run:
         resume: str | bool = False,
         event_buffer: int = 256,
         environ: Mapping[str, str] | None = None,
+        resume_overrides: Iterable[str] | None = None,
     ) -> None:
-        self._run = Run(config, runner, resume=resume, event_buffer=event_buffer, environ=environ)
+        self._run = Run(
+            config,
+            runner,
+            resume=resume,
+            event_buffer=event_buffer,
+            environ=environ,
+            resume_overrides=resume_overrides,
+        )
         self._tg: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> Run:
@@ -618,12 +628,16 @@ async def run_epic(
     *,
     runner: AgentRunner | None = None,
     resume: str | bool = False,
+    resume_overrides: Iterable[str] | None = None,
 ) -> RunReport:
     """Run the epic to its end and return the report (events are written to events.jsonl only).
 
     Cancelling the caller's scope stops the run cleanly, leaves resumable state, and re-raises.
+    ``resume`` and ``resume_overrides`` as for :class:`open_run`.
     """
-    async with open_run(config, runner=runner, resume=resume) as run:
+    async with open_run(
+        config, runner=runner, resume=resume, resume_overrides=resume_overrides
+    ) as run:
         run.events.close()
         return await run.wait()
 
@@ -634,9 +648,12 @@ async def serve_run(
     runner: AgentRunner | None = None,
     resume: str | bool = False,
     task_status: anyio.abc.TaskStatus[Run] = anyio.TASK_STATUS_IGNORED,
+    resume_overrides: Iterable[str] | None = None,
 ) -> RunReport:
     """For ``await nursery.start(serve_run, config)``: ``task_status.started(run)`` once the run is
     under way; returns the report when it ends. Read ``run.events`` or close it."""
-    async with open_run(config, runner=runner, resume=resume) as run:
+    async with open_run(
+        config, runner=runner, resume=resume, resume_overrides=resume_overrides
+    ) as run:
         task_status.started(run)
         return await run.wait()
