@@ -41,6 +41,7 @@ class ModelPrice:
 
 
 PRICES: tuple[tuple[str, ModelPrice], ...] = (
+    ("opus-5", ModelPrice(4.0, 20.0)),  # as the bundled CLI 2.1.330 prices claude-opus-5-5
     ("opus-4-5", ModelPrice(5.0, 25.0)),
     ("opus", ModelPrice(15.0, 75.0)),
     ("sonnet", ModelPrice(3.0, 15.0)),
