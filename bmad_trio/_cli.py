@@ -93,7 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_project(run)
     _add_run_options(run)
 
-    resume = commands.add_parser("resume", help="continue an interrupted or failed run")
+    resume = commands.add_parser(
+        "resume",
+        help="continue an interrupted or failed run",
+        description="Continue an interrupted or failed run with the settings it was started with; "
+        "only the options given here (and a --config file given here) override them.",
+    )
     resume.add_argument("run_id", nargs="?", metavar="RUN_ID", help="default: the latest run")
     _add_project(resume)
     _add_run_options(resume)
