@@ -94,7 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_project(run)
     _add_run_options(run)
 
-    resume = commands.add_parser("resume", help="continue an interrupted or failed run")
+    resume = commands.add_parser(
+        "resume",
+        help="continue an interrupted or failed run",
+        description="Continue an interrupted or failed run with the settings it was started with; "
+        "only the options given here (and a --config file given here) override them.",
+    )
     resume.add_argument("run_id", nargs="?", metavar="RUN_ID", help="default: the latest run")
     _add_project(resume)
     _add_run_options(resume)
@@ -139,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     import logging
 
-    from ._errors import BmadError, unwrap_single
+    from ._errors import BmadError, collapse
 
     if not debug:  # the SDK logs warnings about tasks we cancel on purpose; they belong in run.log
         logging.getLogger("claude_agent_sdk").addHandler(logging.NullHandler())
@@ -150,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's final flush
         return EXIT_OK
     except BaseException as exc:
-        error = unwrap_single(exc)
+        error = collapse(exc)  # a group of BmadErrors: the most severe one
         if isinstance(error, KeyboardInterrupt):
             print("bmad-trio: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -231,9 +236,60 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    config = _load(args)
+    config, overrides = resume_settings(args)
     _preflight(config, dict(os.environ))
-    return _run_with_progress(config, resume=args.run_id or True, debug=args.debug)
+    return _run_with_progress(
+        config, resume=args.run_id or True, debug=args.debug, resume_overrides=overrides
+    )
+
+
+def resume_settings(args: argparse.Namespace) -> tuple[RunConfig, frozenset[str]]:
+    """What ``resume`` runs with: the stored run's settings, overridden by the flags given (and
+    the keys of a ``--config`` file given to ``resume``), never by the project's config files.
+
+    Returns that config and the overridden keys (for :func:`open_run`'s ``resume_overrides``).
+    With no run stored, the config is the flags alone (the run then reports "no run to resume").
+    """
+    import attrs
+
+    from ._config import RunConfig, load_explicit, resumed_config
+    from ._errors import ConfigError
+
+    project = _project(args)
+    given = load_explicit(
+        project, config_file=getattr(args, "config", None), overrides=_overrides(args)
+    )
+    try:
+        explicit = RunConfig(project=project, **given)  # pyright: ignore[reportArgumentType]
+    except TypeError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+    overrides = frozenset(given)
+    stored = _stored_config(project, args.run_id)
+    if stored is None:
+        return explicit, overrides
+    config, _ = resumed_config(attrs.evolve(stored, project=project), explicit, overrides)
+    return config, overrides
+
+
+def _stored_config(project: Path, run_id: str | None) -> RunConfig | None:
+    """The settings run ``run_id`` (default: the latest) was started with; None if none is stored.
+
+    Reads the store without creating it (a project with no runs gets no ``.bmad-trio``)."""
+    import anyio
+
+    from ._run import config_from_json
+    from ._store import open_store, state_db_path
+
+    if not state_db_path(project).is_file():
+        return None
+
+    async def read() -> str | None:
+        async with open_store(project) as store:
+            wanted = run_id or await store.latest_run_id()
+            return None if wanted is None else (await store.get_run(wanted)).config_json
+
+    text = anyio.run(read)
+    return None if text is None else config_from_json(text)
 
 
 def _run_with_progress(
@@ -243,6 +299,7 @@ def _run_with_progress(
     debug: bool,
     before: Callable[[], AbstractAsyncContextManager[dict[str, str]]] | None = None,
     after: Callable[[RunReport, str], None] | None = None,
+    resume_overrides: frozenset[str] | None = None,
 ) -> int:
     """Run (or resume) with live progress; Ctrl-C once cancels cleanly (130), twice exits at once.
 
@@ -266,7 +323,9 @@ def _run_with_progress(
                 _maybe(before() if before else None) as env,
                 ClaudeAgentRunner(cli_path=config.cli_path, env=env) as runner,
             ):
-                reports.append(await _drive(config, runner, resume, mode, run_scope))
+                reports.append(
+                    await _drive(config, runner, resume, mode, run_scope, resume_overrides)
+                )
             tg.cancel_scope.cancel()  # stop watching signals
         if after is not None:
             after(reports[0], mode)
@@ -319,6 +378,7 @@ async def _drive(
     resume: str | bool,
     mode: str,
     run_scope: anyio.CancelScope,
+    resume_overrides: frozenset[str] | None = None,
 ) -> RunReport:
     """Run inside ``run_scope`` while sibling tasks show progress and notify.
 
@@ -345,7 +405,9 @@ async def _drive(
             tg.start_soon(notifier.run, notify_receive)
         try:
             with run_scope:
-                async with open_run(config, runner=runner, resume=resume) as run:
+                async with open_run(
+                    config, runner=runner, resume=resume, resume_overrides=resume_overrides
+                ) as run:
                     tg.start_soon(_forward, run.events, sinks)
                     await run.wait()
         finally:

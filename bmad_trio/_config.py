@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -18,7 +18,7 @@ import attrs
 
 from ._errors import ConfigError
 
-__all__ = ["GateCommand", "RunConfig", "load_config"]
+__all__ = ["GateCommand", "RunConfig", "load_config", "load_explicit", "resumed_config"]
 
 ProgressMode = Literal["auto", "rich", "plain", "jsonl"]
 Backend = Literal["trio", "asyncio"]
@@ -235,3 +235,51 @@ def load_config(
         return RunConfig(project=project, **values)  # pyright: ignore[reportArgumentType]
     except TypeError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+def load_explicit(
+    project: Path,
+    *,
+    config_file: Path | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> dict[str, object]:
+    """Only what the user gave explicitly: ``config_file``'s keys, then ``overrides`` (non-None).
+
+    The project's own config files are not read (``resume`` runs with the stored settings; see
+    :func:`resumed_config`). Raises ConfigError naming the file and key.
+    """
+    project = project.resolve()
+    values: dict[str, object] = {}
+    if config_file is not None:
+        values.update(parse_config_table(str(config_file), _read_toml(config_file)))
+    values.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    epic = values.get("epic")
+    if isinstance(epic, Path) and not epic.is_absolute():
+        values["epic"] = (project / epic) if (project / epic).exists() else epic.resolve()
+    return values
+
+
+def resumed_config(
+    stored: RunConfig, given: RunConfig, overrides: Iterable[str] | None = None
+) -> tuple[RunConfig, tuple[str, ...]]:
+    """The settings a resumed run uses, and the keys ``given`` changed (sorted).
+
+    The stored run's settings, except ``project`` (always ``given``'s: where the run is now) and
+    the keys named in ``overrides``, whose values come from ``given``. With ``overrides`` None,
+    every field of ``given`` that differs from RunConfig's default counts as named (so a field
+    cannot be set back to its default that way: name it). Raises ConfigError for an unknown key.
+    """
+    names = [field.name for field in attrs.fields(RunConfig)]
+    if overrides is None:
+        default = RunConfig(project=given.project)
+        chosen = [name for name in names if getattr(given, name) != getattr(default, name)]
+    else:
+        chosen = list(overrides)
+        unknown = sorted(set(chosen) - set(names))
+        if unknown:
+            raise ConfigError(f"resume_overrides: unknown key '{unknown[0]}'")
+    changed = sorted(
+        name for name in set(chosen) - {"project"} if getattr(given, name) != getattr(stored, name)
+    )
+    values = {name: getattr(given, name) for name in changed}
+    return attrs.evolve(stored, project=given.project, **values), tuple(changed)

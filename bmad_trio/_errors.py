@@ -11,10 +11,12 @@
     │   ├── AgentAPIError    the model API refused or failed (category, HTTP status)
     │   ├── AgentCLIError    the Claude Code CLI failed (its real stderr text)
     │   └── AgentTimeout     the session or idle deadline passed
-    └── GateError            a quality gate could not run (missing tool, bad command)
+    ├── GateError            a quality gate could not run (missing tool, bad command)
+    └── RunAbort             the run stopped early on purpose: no new session starts (exit 1)
+        └── BudgetSpent      the run's budget is spent (exit 1)
 
 Third-party errors are translated at the boundary where they occur; an internal ExceptionGroup never
-escapes the public API.
+escapes the public API: :func:`collapse` turns a group of BmadErrors into its most severe member.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ __all__ = [
     "AgentError",
     "AgentTimeout",
     "BmadError",
+    "BudgetSpent",
     "ConfigError",
     "GateError",
     "PreflightError",
     "ProjectError",
+    "RunAbort",
     "StateError",
+    "collapse",
     "unwrap_single",
 ]
 
@@ -104,6 +109,21 @@ class GateError(BmadError):
     """A quality gate could not run at all (as opposed to running and failing)."""
 
 
+class RunAbort(BmadError):
+    """Stop the whole run (no new sessions): e.g. the API refused the credentials.
+
+    A run ends ``failed`` with this as its reason (exit 1); the library catches it inside the run.
+    """
+
+    exit_code = 1
+
+
+class BudgetSpent(RunAbort):
+    """The run's budget is spent; no new session may start."""
+
+    exit_code = 1
+
+
 def unwrap_single(exc: BaseException) -> BaseException:
     """The one real error inside (nested) single-member exception groups, else ``exc`` itself."""
     current: BaseException = exc
@@ -112,3 +132,28 @@ def unwrap_single(exc: BaseException) -> BaseException:
         if len(inner) != 1 or not isinstance(cast(object, current), BaseExceptionGroup):
             return current
         current = inner[0]
+
+
+def collapse(exc: BaseException) -> BaseException:
+    """What to report for ``exc``: the one error inside single-member exception groups; for a group
+    whose every leaf is a :class:`BmadError`, the most severe of them (the highest ``exit_code``,
+    the first on a tie); anything else (a bug, a cancellation, a mixed group) unchanged."""
+    single = unwrap_single(exc)
+    if not isinstance(single, BaseExceptionGroup):
+        return single
+    group = cast(BaseExceptionGroup[BaseException], single)
+    leaves = _leaves(group)
+    errors = [leaf for leaf in leaves if isinstance(leaf, BmadError)]
+    if not errors or len(errors) != len(leaves):
+        return group
+    return max(errors, key=lambda error: error.exit_code)  # max() keeps the first on a tie
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for inner in group.exceptions:
+        if isinstance(inner, BaseExceptionGroup):
+            out.extend(_leaves(cast(BaseExceptionGroup[BaseException], inner)))
+        else:
+            out.append(inner)
+    return out

@@ -24,7 +24,14 @@ async def run_quality_gates(
 
     A missing tool is a failed gate with a clear reason, not a crash; for a detected gate it is a
     skipped gate and a warning. Raises RunAbort/BudgetSpent.
+    Holds ``services.gate_lock`` throughout (gates and fixers never run two at once in the tree);
+    cancelling the caller while it waits for the lock runs nothing.
     """
+    async with services.gate_lock:
+        return await _run_gates(services, gates)
+
+
+async def _run_gates(services: RunServices, gates: tuple[GateCommand, ...]) -> list[GateReport]:
     reports: list[GateReport] = []
     for gate in gates:
         attempt = 0

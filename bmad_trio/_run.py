@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
@@ -43,9 +43,9 @@ from ._bmad import (
     resolve_epics,
     story_dirs_near,
 )
-from ._config import RunConfig
+from ._config import RunConfig, resumed_config
 from ._converter import make_converter
-from ._errors import BmadError, ConfigError, ProjectError, StateError, unwrap_single
+from ._errors import BmadError, ConfigError, ProjectError, StateError, collapse
 from ._events import Event, RunFinished, RunStarted, StoryFinished, StoryStarted
 from ._gate_detection import with_effective_gates
 from ._gate_phase import run_quality_gates
@@ -75,7 +75,9 @@ RunStatus = Literal["done", "failed", "interrupted"]
 
 @attrs.frozen(kw_only=True)
 class RunReport:
-    """What a run did. ``stories`` is one entry per selected story, in epic order."""
+    """What a run did. ``stories`` is one entry per selected story, in epic order; ``gates`` one
+    entry per quality gate: its last result (with ``gates_after_each_story`` a gate runs several
+    times, and only its last run counts)."""
 
     run_id: str
     status: RunStatus
@@ -223,6 +225,7 @@ class Run:
         resume: str | bool = False,
         event_buffer: int = 256,
         environ: Mapping[str, str] | None = None,
+        resume_overrides: Iterable[str] | None = None,
     ) -> None:
         if event_buffer < 1:
             # The run sends RunStarted before ``open_run`` returns, so before anyone can read: with
@@ -233,6 +236,8 @@ class Run:
             )
         self._runner = runner
         self._resume = resume
+        self._resume_overrides = None if resume_overrides is None else frozenset(resume_overrides)
+        self._overridden: tuple[str, ...] = ()
         self._environ = dict(os.environ if environ is None else environ)
         self.config: RunConfig = config
         send, receive = anyio.create_memory_object_stream[Event](event_buffer)
@@ -353,14 +358,8 @@ class Run:
                 run_id = await self._resume_target(store)
                 row = await store.get_run(run_id)
                 stored = config_from_json(row.config_json)
-                # The current config (files + flags) wins; the run's epic and story selection
-                # come from the stored run unless given again.
-                config = attrs.evolve(
-                    config,
-                    epic=config.epic or stored.epic,
-                    epic_number=config.epic_number or stored.epic_number,
-                    stories=config.stories or stored.stories,
-                )
+                # The stored run's settings; only what the caller named overrides them.
+                config, self._overridden = resumed_config(stored, config, self._resume_overrides)
             except BaseException:
                 await store.aclose()
                 raise
@@ -436,7 +435,9 @@ class Run:
             files=files,
             run_id=run_id,
             emit=emit,
-            budget=Budget(config.budget_usd, spent),
+            budget=Budget(
+                config.budget_usd, spent, jobs=config.jobs, stories=len(prepared.stories)
+            ),
             pause=PauseGate(emit),
             api_backoff_s=config.rate_limit_backoff,
         )
@@ -463,14 +464,18 @@ class Run:
             )
             task_status.started(self)
             log.info("run %s started: %d stories", run_id, len(prepared.stories))
+            if resumed:
+                overridden = ", ".join(self._overridden) or "nothing"
+                log.info("resumed with the stored settings; overridden: %s", overridden)
             try:
                 await _schedule(services, prepared.stories, stories, gates)
                 all_done = all(r.status == StoryStatus.DONE.value for r in stories.values())
                 if config.skip_gates or not config.gates:
                     pass
                 elif all_done:
-                    gates.extend(await run_quality_gates(services, config.gates))
-                else:
+                    _keep_last(gates, await run_quality_gates(services, config.gates))
+                else:  # a gate that ran after a story keeps that (its last) result
+                    ran = {g.name for g in gates}
                     gates += [
                         GateReport(
                             name=g.name,
@@ -480,6 +485,7 @@ class Run:
                             detail="skipped: not every story is done",
                         )
                         for g in config.gates
+                        if g.name not in ran
                     ]
                 failed = [r for r in stories.values() if r.status != StoryStatus.DONE.value]
                 failed_gates = [g for g in gates if not g.passed and not g.skipped]
@@ -495,10 +501,13 @@ class Run:
                 reason = str(exc)
             ended_normally = True
         except BaseException as exc:
-            if isinstance(exc, anyio.get_cancelled_exc_class()):
+            error = collapse(exc)  # a group from the story tasks: its most severe BmadError
+            if isinstance(error, anyio.get_cancelled_exc_class()):
                 status, reason = "interrupted", "interrupted; `bmad-trio resume` continues"
-            elif not isinstance(exc, BmadError):
-                reason = f"internal error: {exc!r}"
+            elif isinstance(error, BmadError):
+                reason = str(error)
+            else:
+                reason = f"internal error: {error!r}"
             raise
         finally:
             # Shielded, so an interrupted run is still recorded as such. It cannot hang: the store
@@ -609,7 +618,7 @@ async def _schedule(
             reports[story.story_id] = report
             await services.emit(_story_finished(report))
             if report.status == "done" and config.gates_after_each_story and not config.skip_gates:
-                gates.extend(await run_quality_gates(services, config.gates or ()))
+                _keep_last(gates, await run_quality_gates(services, config.gates or ()))
             if report.status != "done" and config.stop_on_failure:
                 reason = f"story {story.story_id} {report.status}: {report.failure_reason}"
                 abort.append(RunAbort(reason))
@@ -618,6 +627,7 @@ async def _schedule(
             abort.append(exc)
             tg.cancel_scope.cancel(reason=f"the run is stopping: {exc}")
         finally:
+            services.budget.story_ended()
             # Dependents are decided only now, after this story's gates: they build on its result.
             in_flight -= 1
             ended.add(story.story_id)
@@ -656,6 +666,16 @@ async def _schedule(
         raise abort[0]
 
 
+def _keep_last(gates: list[GateReport], results: list[GateReport]) -> None:
+    """Record gate results; a gate that ran before keeps only its latest result (its place stays)."""
+    for result in results:
+        index = next((i for i, g in enumerate(gates) if g.name == result.name), None)
+        if index is None:
+            gates.append(result)
+        else:
+            gates[index] = result
+
+
 async def _blocked(services: RunServices, story: EpicStory, blockers: list[str]) -> StoryReport:
     reason = "blocked by " + ", ".join(blockers)
     await services.store.update_story(
@@ -687,6 +707,9 @@ class open_run:
     least 1, else ConfigError here) bounds ``run.events``; once the block is left the run never
     waits for its reader. ``environ``'s secrets are redacted from everything the run writes and
     from the events it streams.
+    A resumed run uses that run's stored settings: only the fields of ``config`` named in
+    ``resume_overrides`` replace them (None: the fields of ``config`` that differ from RunConfig's
+    defaults); ``config.project`` says where.
     """
 
     def __init__(
@@ -697,8 +720,16 @@ class open_run:
         resume: str | bool = False,
         event_buffer: int = 256,
         environ: Mapping[str, str] | None = None,
+        resume_overrides: Iterable[str] | None = None,
     ) -> None:
-        self._run = Run(config, runner, resume=resume, event_buffer=event_buffer, environ=environ)
+        self._run = Run(
+            config,
+            runner,
+            resume=resume,
+            event_buffer=event_buffer,
+            environ=environ,
+            resume_overrides=resume_overrides,
+        )
         self._tg: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> Run:
@@ -716,8 +747,8 @@ class open_run:
             try:
                 await tg.__aexit__(type(exc), exc, exc.__traceback__)
             except BaseException as group:
-                raise unwrap_single(group) from None
-            raise unwrap_single(exc) from None
+                raise collapse(group) from None
+            raise collapse(exc) from None
         return self._run
 
     async def __aexit__(
@@ -736,7 +767,7 @@ class open_run:
         try:
             return await tg.__aexit__(exc_type, exc, tb)
         except BaseException as group:
-            raise unwrap_single(group) from None
+            raise collapse(group) from None
 
 
 async def run_epic(
@@ -744,12 +775,16 @@ async def run_epic(
     *,
     runner: AgentRunner | None = None,
     resume: str | bool = False,
+    resume_overrides: Iterable[str] | None = None,
 ) -> RunReport:
     """Run the epic to its end and return the report (events are written to events.jsonl only).
 
     Cancelling the caller's scope stops the run cleanly, leaves resumable state, and re-raises.
+    ``resume`` and ``resume_overrides`` as for :class:`open_run`.
     """
-    async with open_run(config, runner=runner, resume=resume) as run:
+    async with open_run(
+        config, runner=runner, resume=resume, resume_overrides=resume_overrides
+    ) as run:
         run.events.close()
         return await run.wait()
 
@@ -760,9 +795,12 @@ async def serve_run(
     runner: AgentRunner | None = None,
     resume: str | bool = False,
     task_status: anyio.abc.TaskStatus[Run] = anyio.TASK_STATUS_IGNORED,
+    resume_overrides: Iterable[str] | None = None,
 ) -> RunReport:
     """For ``await nursery.start(serve_run, config)``: ``task_status.started(run)`` once the run is
     under way; returns the report when it ends. Read ``run.events`` or close it."""
-    async with open_run(config, runner=runner, resume=resume) as run:
+    async with open_run(
+        config, runner=runner, resume=resume, resume_overrides=resume_overrides
+    ) as run:
         task_status.started(run)
         return await run.wait()

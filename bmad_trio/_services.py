@@ -8,25 +8,30 @@ store (cost included) even when it was cancelled. Nothing here is global: a run 
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._agent import AgentMessage, AgentRunner, Outcome, Role, SessionResult, SessionSpec
 from ._bmad import Epic, Layout
 from ._config import RunConfig
-from ._errors import BmadError
+from ._errors import BudgetSpent, RunAbort
 from ._events import AgentActivity, Event, RunPaused, RunResumed, SessionFinished
+from ._pricing import UsageMeter
 from ._prompts import RolePlan, rel
 from ._runfiles import RunFiles, TranscriptWriter
 from ._store import Store
 
 __all__ = [
     "Budget",
+    "BudgetReservation",
     "BudgetSpent",
     "GateReport",
     "PauseGate",
@@ -37,15 +42,10 @@ __all__ = [
 ]
 
 _RETRYABLE_API = frozenset({"rate_limit", "overloaded", "server_error", "usage_limit", "unknown"})
-_MAX_API_RETRIES = 8
+_LAST_SHARE = 0.01
+"""A new session is not given less than this fraction of the cap (the last 1 % is not handed out)."""
 
-
-class RunAbort(BmadError):
-    """Stop the whole run (no new sessions): e.g. the API refused the credentials."""
-
-
-class BudgetSpent(RunAbort):
-    """The run's budget is spent; no new session may start."""
+log = logging.getLogger("bmad_trio.run")
 
 
 @attrs.frozen(kw_only=True)
@@ -73,21 +73,93 @@ class GateReport:
 
 
 class Budget:
-    """The run's spending cap; sessions get what remains as their own ``max_budget_usd``."""
+    """The run's spending cap, shared by the sessions in flight.
 
-    def __init__(self, cap_usd: float | None, spent_usd: float = 0.0) -> None:
+    Each session reserves its ``max_budget_usd`` out of what no session in flight has reserved
+    (a fair share: the unreserved money divided among the lanes not yet busy, a lane being one of
+    ``min(jobs, stories left)``), and settles it with its real cost when it ends, cancelled or not.
+    So sessions in flight can together spend at most the cap, however many run at once. When less
+    than 1 % of the cap is unreserved, a new session waits for one in flight to settle; with none
+    in flight the run is over (:class:`BudgetSpent`). Without a cap nothing is limited.
+
+    Lives in the run's tasks (one event loop); its bookkeeping is synchronous, so a session's
+    settlement can never be interrupted half-way.
+    """
+
+    def __init__(
+        self, cap_usd: float | None, spent_usd: float = 0.0, *, jobs: int = 1, stories: int = 1
+    ) -> None:
         self.cap_usd = cap_usd
         self.spent_usd = spent_usd
+        self.reserved_usd = 0.0
+        self._jobs = max(1, jobs)
+        self._stories_left = max(0, stories)
+        self._in_flight = 0
+        self._settled: anyio.Event | None = None
 
     def remaining(self) -> float | None:
-        return None if self.cap_usd is None else self.cap_usd - self.spent_usd
+        """What is neither spent nor reserved (None without a cap)."""
+        return None if self.cap_usd is None else self.cap_usd - self.spent_usd - self.reserved_usd
 
-    def check(self) -> float | None:
-        """What a new session may spend; raises BudgetSpent when nothing is left."""
-        remaining = self.remaining()
-        if remaining is not None and remaining <= 1e-9:
-            raise BudgetSpent(f"the run's budget of ${self.cap_usd:.2f} is spent")
-        return remaining
+    def spent_out(self) -> bool:
+        """True when the cap is set and less than a session's minimum is left unspent."""
+        return self.cap_usd is not None and self.cap_usd - self.spent_usd < self._floor()
+
+    def story_ended(self) -> None:
+        """One story fewer competes for the budget (its share goes to those left)."""
+        self._stories_left = max(0, self._stories_left - 1)
+
+    def _floor(self) -> float:
+        return max(1e-9, (self.cap_usd or 0.0) * _LAST_SHARE)
+
+    def _spent_error(self) -> BudgetSpent:
+        return BudgetSpent(f"the run's budget of ${self.cap_usd:.2f} is spent")
+
+    async def reserve(self) -> BudgetReservation:
+        """Reserve a new session's share; waits while sessions in flight hold the rest.
+
+        Raises BudgetSpent when nothing is left and no session is in flight. Cancelling the wait
+        reserves nothing.
+        """
+        while self.cap_usd is not None:
+            available = self.cap_usd - self.spent_usd - self.reserved_usd
+            floor = self._floor()
+            if available >= floor:
+                lanes = max(1, min(self._jobs, self._stories_left))
+                free = max(1, lanes - self._in_flight)
+                share = max(available / free, floor)
+                self.reserved_usd += share
+                self._in_flight += 1
+                return BudgetReservation(share)
+            if self._in_flight == 0:
+                raise self._spent_error()
+            if self._settled is None:
+                self._settled = anyio.Event()
+            await self._settled.wait()
+        await anyio.lowlevel.checkpoint()
+        return BudgetReservation(None)
+
+    def settle(self, reservation: BudgetReservation, cost_usd: float) -> None:
+        """Release ``reservation`` and count what the session really spent (once; synchronous)."""
+        if reservation.settled:
+            return
+        reservation.settled = True
+        self.spent_usd += cost_usd
+        if reservation.limit_usd is None:
+            return
+        self.reserved_usd = max(0.0, self.reserved_usd - reservation.limit_usd)
+        self._in_flight -= 1
+        if self._settled is not None:  # wake every waiter; each recomputes its share
+            self._settled.set()
+            self._settled = None
+
+
+@attrs.define
+class BudgetReservation:
+    """One session's share of the budget: ``limit_usd`` is its ``max_budget_usd``."""
+
+    limit_usd: float | None
+    settled: bool = False
 
 
 class PauseGate:
@@ -98,6 +170,7 @@ class PauseGate:
         self._until = 0.0
         self._reason = ""
         self._paused = False
+        self._waiters = 0
 
     def pause(self, seconds: float, reason: str) -> None:
         until = anyio.current_time() + max(0.0, seconds)
@@ -105,13 +178,23 @@ class PauseGate:
             self._until, self._reason = until, reason
 
     async def wait(self) -> None:
-        """Return once no pause is in force; the first waiter emits RunPaused/RunResumed."""
-        while anyio.current_time() < self._until:
-            if not self._paused:
-                self._paused = True
-                wall_until = time.time() + (self._until - anyio.current_time())
-                await self._emit(RunPaused(reason=self._reason, until_ts=wall_until))
-            await anyio.sleep_until(self._until)
+        """Return once no pause is in force; the first waiter emits RunPaused, the first to wake
+        RunResumed. A waiter cancelled while it was the last one leaves the gate unannounced, so
+        the next waiter announces the pause (still in force, or a new one) again."""
+        self._waiters += 1
+        try:
+            while anyio.current_time() < self._until:
+                if not self._paused:
+                    self._paused = True
+                    wall_until = time.time() + (self._until - anyio.current_time())
+                    await self._emit(RunPaused(reason=self._reason, until_ts=wall_until))
+                await anyio.sleep_until(self._until)
+        except BaseException:
+            if self._waiters == 1:
+                self._paused = False  # nobody is left to announce the end of this pause
+            raise
+        finally:
+            self._waiters -= 1
         if self._paused:
             self._paused = False
             await self._emit(RunResumed())
@@ -132,6 +215,10 @@ class RunServices:
     budget: Budget
     pause: PauseGate
     api_backoff_s: float = 30.0
+    gate_lock: anyio.Lock = attrs.field(factory=anyio.Lock)
+    """Held while quality gates (and their fixer sessions) run. Gates run in the project's one
+    tree; two at once (e.g. after two stories that end together) would run two linters and two
+    fixers on the same files, so the second waits for the first."""
 
     async def run_session(
         self,
@@ -148,7 +235,7 @@ class RunServices:
         Records the session (cost included) in the store even when it was cancelled mid-way.
         """
         await self.pause.wait()
-        remaining = self.budget.check()
+        reservation = await self.budget.reserve()
         config = self.config
         spec = SessionSpec(
             role=plan.role,
@@ -160,26 +247,29 @@ class RunServices:
             writable_paths=plan.writable_paths,
             model=config.model,
             permission_mode=config.permission_mode,
-            max_budget_usd=remaining,
+            max_budget_usd=reservation.limit_usd,
             max_turns=config.max_turns,
             timeout_s=config.session_timeout,
             idle_timeout_s=config.idle_timeout,
         )
         send, receive = anyio.create_memory_object_stream[AgentMessage](64)
         writer = self.files.transcript(story_id, cycle, plan.role.value)
+        meter = UsageMeter()
         result: SessionResult | None = None
         started = time.time()
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._relay, receive, writer, story_id, plan.role)
+                tg.start_soon(self._relay, receive, writer, meter, story_id, plan.role)
                 with send:
                     result = await self.runner.run_session(spec, send)
         finally:
-            receive.close()  # the relay may never have started if we were cancelled at once
+            _drain(receive, writer, meter)  # what the relay had no time for still counts
+            receive.close()
             writer.close()
             if result is None:  # cancelled: still record that the session ran
                 result = SessionResult(outcome=Outcome.CANCELLED, error="cancelled")
-            self.budget.spent_usd += result.cost_usd
+            result = _charged(result, meter, spec.label)
+            self.budget.settle(reservation, result.cost_usd)
             await self.store.record_session(
                 self.run_id,
                 None if run_level else story_id,
@@ -210,28 +300,31 @@ class RunServices:
         self,
         receive: anyio.abc.ObjectReceiveStream[AgentMessage],
         writer: TranscriptWriter,
+        meter: UsageMeter,
         story_id: str,
         role: Role,
     ) -> None:
-        async with receive:
-            async for message in receive:
-                writer.write(message)
-                if message.kind == "tool_use" and message.tool is not None:
-                    await self.emit(
-                        AgentActivity(
-                            story_id=story_id,
-                            role=role.value,
-                            tool=message.tool.name,
-                            target=_short_target(self.layout.project, message.tool.target),
-                        )
+        # Not ``async with receive``: run_session closes it after draining what is left.
+        async for message in receive:
+            writer.write(message)
+            meter.observe(message)
+            if message.kind == "tool_use" and message.tool is not None:
+                await self.emit(
+                    AgentActivity(
+                        story_id=story_id,
+                        role=role.value,
+                        tool=message.tool.name,
+                        target=_short_target(self.layout.project, message.tool.target),
                     )
+                )
 
     def handle_outcome(self, result: SessionResult) -> PhaseVerdict:
         """Decide what a non-OK session means for the run: retry later, a failed attempt, or stop."""
         if result.outcome is Outcome.OK:
             return PhaseVerdict.CHECK_DISK
         if result.outcome is Outcome.BUDGET_EXHAUSTED:
-            if self.budget.cap_usd is not None:
+            # Its share ran out; only when the run's cap itself is spent does the run stop.
+            if self.budget.spent_out():
                 raise BudgetSpent(f"the run's budget of ${self.budget.cap_usd:.2f} is spent")
             return PhaseVerdict.FAILED_ATTEMPT
         if result.outcome is Outcome.API_ERROR:
@@ -248,6 +341,36 @@ class PhaseVerdict(enum.Enum):
     CHECK_DISK = "check_disk"
     FAILED_ATTEMPT = "failed_attempt"
     RETRY = "retry"
+
+
+def _drain(
+    receive: MemoryObjectReceiveStream[AgentMessage],
+    writer: TranscriptWriter,
+    meter: UsageMeter,
+) -> None:
+    """Record the messages still buffered (the relay was cancelled before it read them)."""
+    while True:
+        try:
+            message = receive.receive_nowait()
+        except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+            return
+        writer.write(message)
+        meter.observe(message)
+
+
+def _charged(result: SessionResult, meter: UsageMeter, label: str) -> SessionResult:
+    """The result with a cost: the one the CLI reported, else the estimate from the stream's usage
+    (a session killed mid-way, e.g. cancelled or past its deadline, reports none)."""
+    estimate = meter.cost_usd()
+    if result.cost_usd > 0 or estimate <= 0:
+        return result
+    log.info("session %s reported no cost: $%.4f estimated from its token usage", label, estimate)
+    return attrs.evolve(
+        result,
+        cost_usd=estimate,
+        input_tokens=result.input_tokens or meter.input_tokens,
+        output_tokens=result.output_tokens or meter.output_tokens,
+    )
 
 
 def _short_target(project: Path, target: str) -> str:

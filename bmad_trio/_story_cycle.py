@@ -60,6 +60,8 @@ _FINDINGS_LIMIT = 6000
 class _Disk:
     path: Path | None
     story: Story | None
+    error: str | None = None
+    """Why the story file at ``path`` does not parse (None: it parses, or there is none)."""
 
     @property
     def status(self) -> StoryStatus | None:
@@ -95,6 +97,11 @@ class StoryCycle:
         config = self.s.config
         while True:
             disk = await self._read_disk()
+            if disk.error is not None:
+                ended = await self._unreadable(disk)
+                if ended is not None:
+                    return ended
+                continue
             status = disk.status
             await self._note_status(status, disk.path)
             if status is None:
@@ -144,12 +151,36 @@ class StoryCycle:
             try:
                 return _Disk(path, parse_story(path))
             except ProjectError as exc:
+                log.warning("story %s: %s", story.story_id, exc)
                 if self._sm_attempts and not self.cycles:
-                    log.warning("story %s: %s", story.story_id, exc)
                     return _Disk(path, None)  # the SM wrote something unusable: draft again
-                raise
+                return _Disk(path, None, error=str(exc))
 
         return await anyio.to_thread.run_sync(read)
+
+    async def _unreadable(self, disk: _Disk) -> StoryReport | None:
+        """The story file does not parse. Broken by a Dev or QA session of this story: a Dev cycle
+        repairs it (the parse error is its findings), and past max cycles the story fails with the
+        parse error. Broken before any session of ours touched it: the story is blocked. Either
+        way only this story is concerned; the others go on."""
+        assert disk.error is not None
+        if not self.cycles:
+            return await self._finish(
+                StoryStatus.BLOCKED, f"the story file cannot be read: {disk.error}"
+            )
+        if self.cycles >= self.s.config.max_cycles:
+            return await self._fail(
+                f"the story file does not parse after {self.cycles} Dev/QA cycles: {disk.error}",
+                disk.path,
+            )
+        self.cycles += 1
+        self._findings = (
+            f"The story file no longer parses: {disk.error}\n"
+            "Repair it first (keep its content; restore its structure and Status line), "
+            "then finish the story's tasks and set its status to Review."
+        )
+        await self._develop(disk)
+        return None
 
     async def _note_status(self, status: StoryStatus | None, path: Path | None) -> None:
         if status is None or status == self._last_status:
@@ -276,7 +307,7 @@ class StoryCycle:
         story = after.story
         problems: list[str] = []
         if story is None:
-            problems.append("the story file no longer parses")
+            problems.append(f"the story file no longer parses: {after.error or 'it is gone'}")
         else:
             if story.status is not StoryStatus.REVIEW:
                 problems.append(f"status is {story.status.value}, not review")
@@ -413,11 +444,16 @@ class StoryCycle:
         done = decision in (GateDecision.PASS, GateDecision.WAIVED) or (
             decision is GateDecision.CONCERNS and not self.s.config.strict_concerns
         )
-        if done:
-            await self._set_status(path, StoryStatus.DONE)
-            return
-        self._findings = _findings_text(gate) if gate else "QA wrote no gate file; review again."
-        await self._set_status(path, StoryStatus.IN_PROGRESS)
+        try:
+            if done:
+                await self._set_status(path, StoryStatus.DONE)
+                return
+            self._findings = (
+                _findings_text(gate) if gate else "QA wrote no gate file; review again."
+            )
+            await self._set_status(path, StoryStatus.IN_PROGRESS)
+        except ProjectError as exc:  # QA left the file unparseable: the loop sends Dev to repair it
+            log.warning("story %s: status not written: %s", self.sid, exc)
 
     async def _findings_from_gate(self) -> str | None:
         gate = await self._read_gate(since=None)
