@@ -105,11 +105,9 @@ def _relative(root: Path, absolute: str, what: str, raw: str) -> set[PurePosixPa
         resolved = Path(os.path.realpath(candidate))
         try:
             relatives.add(PurePosixPath(resolved.relative_to(root).as_posix()))
-        except ValueError:
+        except ValueError:  # not naming where it lands: a link's target is not the model's to see
             shown = raw.strip(_JS_WHITESPACE)
-            raise _Refused(
-                f"{what} {shown} resolves to {resolved}, outside the project directory"
-            ) from None
+            raise _Refused(f"{what} {shown} is outside the project directory") from None
     return relatives
 
 

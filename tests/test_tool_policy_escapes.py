@@ -387,3 +387,9 @@ def test_writable_patterns_are_anchored_and_star_stays_in_one_segment(
             home=world.home,
         )
         assert (reason is None) is allowed, (pattern, target, reason)
+
+
+def test_a_refusal_does_not_name_where_a_link_leads(world: World) -> None:
+    reason = decide(world, Role.DEV, "Read", {"file_path": "link/secret.txt"})
+    assert reason == "Read file_path link/secret.txt is outside the project directory"
+    assert str(world.outside) not in reason
