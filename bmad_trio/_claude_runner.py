@@ -203,6 +203,7 @@ class ClaudeAgentRunner:
                 root=root,
                 allowed_tools=allowed,
                 writable_paths=spec.writable_paths,
+                home=env.get("HOME", os.environ.get("HOME")),  # the CLI expands ~ with its HOME
             )
 
         async def hold_if_stopping() -> None:
