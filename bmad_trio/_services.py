@@ -20,7 +20,7 @@ import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._agent import AgentMessage, AgentRunner, Outcome, Role, SessionResult, SessionSpec
-from ._bmad import Epic, Layout
+from ._bmad import Epic, Layout, SprintStatusFile
 from ._config import RunConfig
 from ._errors import BudgetSpent, RunAbort
 from ._events import AgentActivity, Event, RunPaused, RunResumed, SessionFinished
@@ -219,6 +219,14 @@ class RunServices:
     """Held while quality gates (and their fixer sessions) run. Gates run in the project's one
     tree; two at once (e.g. after two stories that end together) would run two linters and two
     fixers on the same files, so the second waits for the first."""
+    sprint_status: SprintStatusFile | None = attrs.field(init=False, default=None)
+    """v6: the run's one writer of ``sprint-status.yaml`` (its lock keeps two stories that finish
+    at once from losing one's update). None for v4 and plain projects."""
+
+    def __attrs_post_init__(self) -> None:
+        path = self.layout.sprint_status_path
+        if path is not None:
+            self.sprint_status = SprintStatusFile(path, project=self.layout.project)
 
     async def run_session(
         self,

@@ -32,8 +32,9 @@ from ._bmad import (
     new_story_path,
     parse_story,
     read_gate,
-    set_sprint_status,
+    read_story_state,
     set_story_status,
+    sprint_keys_for,
 )
 from ._bmad._textio import write_text_atomic
 from ._errors import ProjectError
@@ -62,9 +63,14 @@ class _Disk:
     story: Story | None
     error: str | None = None
     """Why the story file at ``path`` does not parse (None: it parses, or there is none)."""
+    recorded: StoryStatus | None = None
+    """A more advanced status the project already recorded (v6 sprint-status ``done``, or a
+    review that already passed), read only before this run works on the story: see _read_disk."""
 
     @property
     def status(self) -> StoryStatus | None:
+        if self.recorded is not None:
+            return self.recorded
         return self.story.status if self.story else None
 
 
@@ -133,6 +139,10 @@ class StoryCycle:
                 if ended is not None:
                     return ended
             elif status is StoryStatus.DONE:
+                if disk.recorded is StoryStatus.DONE and disk.path is not None:
+                    # Finished before this run (review passed, or sprint-status says done): the
+                    # story file is brought in line, as the decision after QA would have done.
+                    await self._set_status(disk.path, StoryStatus.DONE)
                 return await self._finish(StoryStatus.DONE, None)
             else:
                 row = await self.s.store.get_story(self.s.run_id, self.sid)
@@ -142,21 +152,57 @@ class StoryCycle:
     # -- disk ---------------------------------------------------------------------------------
 
     async def _read_disk(self) -> _Disk:
-        layout, story = self.s.layout, self.story
+        """The story as its file says, found and read the way ``plan`` does.
+
+        Before this run has worked on the story (no phase of it in the store), the project's own
+        record may be ahead of the file: v6 sprint-status saying ``done``, or a v4 story at review
+        whose passing gate is newer than its last change. That work is not redone. Once a phase
+        of ours ran, our own decisions rule: code-review may have written ``done`` to sprint-status
+        before the code sent the story back, and sprint-status never moves backwards.
+        """
+        layout, story, config = self.s.layout, self.story, self.s.config
+        sprint = self.s.sprint_status
+        consult = not await self.s.store.phases(self.s.run_id, self.sid)
 
         def read() -> _Disk:
-            path = find_story_file(layout, story.story_id, story.title)
+            entries = sprint.entries() if sprint is not None and sprint.path.is_file() else {}
+            development = {key: entry.word for key, entry in entries.items()}
+            keys = sprint_keys_for(development, story.story_id)
+            path = find_story_file(layout, story.story_id, story.title, keys=keys)
             if path is None:
                 return _Disk(None, None)
             try:
-                return _Disk(path, parse_story(path))
+                parsed = parse_story(path)
             except ProjectError as exc:
                 log.warning("story %s: %s", story.story_id, exc)
                 if self._sm_attempts and not self.cycles:
                     return _Disk(path, None)  # the SM wrote something unusable: draft again
                 return _Disk(path, None, error=str(exc))
+            if not consult:
+                return _Disk(path, parsed)
+            state = read_story_state(
+                layout,
+                story.story_id,
+                story.title,
+                path,
+                sprint_entries=entries,
+                strict_concerns=config.strict_concerns,
+            )
+            recorded: StoryStatus | None = None
+            if state.review is not None and state.review.finished and not self._v6:
+                recorded = StoryStatus.DONE
+                log.info("story %s: %s; no QA re-run", story.story_id, state.review.reason)
+            elif state.status is not None and state.status is not parsed.status:
+                recorded = state.status
+                log.info("story %s: %s", story.story_id, state.effective.conflict or "")
+            return _Disk(path, parsed, recorded=recorded)
 
-        return await anyio.to_thread.run_sync(read)
+        try:
+            return await anyio.to_thread.run_sync(read)
+        except ProjectError as exc:  # sprint-status itself unreadable: the file alone decides
+            log.warning("story %s: sprint status not read: %s", story.story_id, exc)
+            sprint = None  # read() sees this binding when it runs again
+            return await anyio.to_thread.run_sync(read)
 
     async def _unreadable(self, disk: _Disk) -> StoryReport | None:
         """The story file does not parse. Broken by a Dev or QA session of this story: a Dev cycle
@@ -201,12 +247,13 @@ class StoryCycle:
         """Write a status the orchestrator decided (story file, and v6 sprint-status.yaml)."""
         layout = self.s.layout
 
+        sprint = self.s.sprint_status
+
         def write() -> None:
             set_story_status(path, status, project=layout.project)
-            sprint = layout.sprint_status_path
-            if sprint is not None and sprint.is_file():
-                try:
-                    set_sprint_status(sprint, self.sid, status, project=layout.project)
+            if sprint is not None and sprint.path.is_file():
+                try:  # through the run's one writer: its lock keeps concurrent updates whole
+                    sprint.advance(self.sid, status, title=self.story.title)
                 except ProjectError as exc:  # no key for this story: the file is the user's
                     log.warning("sprint status not updated: %s", exc)
 
