@@ -1,4 +1,4 @@
-"""A run acts on what the project already recorded (issue 14, points 4–6; issue 13, item 10):
+"""A run acts on what the project already recorded (issue 14, points 4 to 6; issue 13, item 10):
 a v4 story at review whose passing gate is newer than its last change, and a v6 story that
 sprint-status says is done, are finished without any session; a story whose status cannot be read
 is blocked with the reason while the others go on; v6 stories finishing together both reach
