@@ -19,6 +19,7 @@ import json
 import os
 import weakref
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
@@ -39,6 +40,7 @@ from ._bmad import (
     EpicStory,
     Layout,
     StoryStatus,
+    cross_epic_dependency_met,
     detect_layout,
     resolve_epics,
     story_dirs_near,
@@ -600,8 +602,20 @@ async def _schedule(
         changed = anyio.Event()  # ... and arms a fresh one for its next sleep
 
     def dependencies(story: EpicStory) -> list[str]:
-        # Only selected stories count: one not selected, or of another epic, is not waited for.
+        # Only selected stories are waited for. One not selected, or of another epic, is read
+        # from disk once, below: finished counts as met, anything else blocks (as `plan` says).
         return [d for d in story.dependencies if d in selected and d != story.story_id]
+
+    def unmet_outside() -> dict[str, list[str]]:
+        layout = services.layout
+        listings: dict[Path, list[Path]] = {}
+        outside = {d for s in stories for d in s.dependencies if d not in selected}
+        met = {d: cross_epic_dependency_met(layout, d, listings=listings) for d in outside}
+        return {
+            s.story_id: [d for d in s.dependencies if d in outside and not met[d]] for s in stories
+        }
+
+    outside_blockers = await anyio.to_thread.run_sync(unmet_outside)
 
     async def run_story(story: EpicStory, tg: anyio.abc.TaskGroup) -> None:
         nonlocal running, in_flight
@@ -641,6 +655,9 @@ async def _schedule(
                 if not all(d in ended for d in deps):
                     continue  # a dependency is still pending or running: not yet
                 blockers = [d for d in deps if d not in reports or reports[d].status != "done"]
+                blockers += [
+                    f"{d} (not in this run, not done)" for d in outside_blockers[story.story_id]
+                ]
                 if blockers:
                     # Decided at once and needs no slot: blocked stories do no agent work.
                     pending.remove(story)

@@ -126,3 +126,40 @@ async def test_v6_stories_finishing_together_both_reach_sprint_status(tmp_path: 
     assert "1-1-add-greeting: done" in text
     assert "1-2-add-farewell: done" in text
     assert "# first story" in text  # the line's comment survives
+
+
+CROSS_EPIC = """\
+# Epic 2: Follow-up
+
+### Story 2.1: Uses the greeting
+As a user, I want more.
+
+Depends on: 1.1
+
+### Story 2.2: Stands alone
+As a user, I want this too.
+"""
+
+
+@pytest.mark.parametrize("done", [True, False])
+async def test_a_dependency_on_another_epic_counts_when_done_on_disk(
+    tmp_path: Path, done: bool
+) -> None:
+    project = make_project(tmp_path)
+    (project / "docs" / "prd" / "epic-2.md").write_text(CROSS_EPIC)
+    stories = project / "docs" / "stories"
+    stories.mkdir(parents=True)
+    (stories / "1.1.story.md").write_text(
+        _story("1.1", "Add greeting", "Done" if done else "InProgress")
+    )
+    agent = DiskAgent()
+    config = _v4_config(project, epic=project / "docs" / "prd" / "epic-2.md")
+    report = await run_epic(config, runner=agent.runner())
+    by_id = {s.story_id: s for s in report.stories}
+    assert by_id["2.2"].status == "done"
+    if done:
+        assert by_id["2.1"].status == "done"
+    else:
+        assert by_id["2.1"].status == "blocked"
+        assert "1.1 (not in this run, not done)" in (by_id["2.1"].failure_reason or "")
+        assert agent.sessions[("2.1", "sm")] == 0
