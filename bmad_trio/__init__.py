@@ -15,10 +15,12 @@ from ._errors import AgentCLIError as AgentCLIError
 from ._errors import AgentError as AgentError
 from ._errors import AgentTimeout as AgentTimeout
 from ._errors import BmadError as BmadError
+from ._errors import BudgetSpent as BudgetSpent
 from ._errors import ConfigError as ConfigError
 from ._errors import GateError as GateError
 from ._errors import PreflightError as PreflightError
 from ._errors import ProjectError as ProjectError
+from ._errors import RunAbort as RunAbort
 from ._errors import StateError as StateError
 from ._version import __version__ as __version__
 
@@ -98,6 +100,7 @@ __all__ = [
     "AgentRunner",
     "AgentTimeout",
     "BmadError",
+    "BudgetSpent",
     "ClaudeAgentRunner",
     "ConfigError",
     "Event",
@@ -113,6 +116,7 @@ __all__ = [
     "ProjectError",
     "Role",
     "Run",
+    "RunAbort",
     "RunConfig",
     "RunFinished",
     "RunPaused",
