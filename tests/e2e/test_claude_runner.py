@@ -131,7 +131,7 @@ async def test_cancel_mid_tool_kills_cli_and_tool_and_next_session_runs(tmp_path
                 async def cancel_when_the_tool_runs() -> None:
                     while not set(_sleepers()) - before:  # noqa: ASYNC110 - polling another process
                         await anyio.sleep(0.05)
-                    scope.cancel()
+                    scope.cancel(reason="the test cancels mid-tool")
 
                 tg.start_soon(cancel_when_the_tool_runs)
                 await runner.run_session(_spec(tmp_path, "SLOW work"))
@@ -327,6 +327,9 @@ async def test_cancel_beats_a_stalled_consumer(tmp_path: Path) -> None:
                 async def cancel_once_stalled() -> None:
                     nonlocal elapsed
                     await got_one.wait()
+                    # cancel only once the runner is blocked relaying the next message
+                    while not send.statistics().tasks_waiting_send:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
                     elapsed = time.monotonic()
                     scope.cancel(reason="the caller gave up")
 
