@@ -282,8 +282,9 @@ class AgentRunner(Protocol):
     ) -> SessionResult:
         """Run one session to its end in the calling task.
 
-        Messages are sent to ``messages`` as they arrive (the runner closes it when done). Cancelling
-        the caller's scope stops the session promptly, leaves no process behind, and re-raises the
-        cancellation.
+        Messages are sent to ``messages`` as they arrive (the runner closes it when done); a
+        consumer that stops reading holds the session back, but never its deadlines or a cancel.
+        Cancelling the caller's scope stops the session promptly, leaves no process behind, and
+        re-raises the cancellation.
         """
         ...
