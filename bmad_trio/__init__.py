@@ -17,6 +17,8 @@ from ._errors import AgentTimeout as AgentTimeout
 from ._errors import BmadError as BmadError
 from ._errors import BudgetSpent as BudgetSpent
 from ._errors import ConfigError as ConfigError
+from ._errors import ConfigTypeError as ConfigTypeError
+from ._errors import ConfigValueError as ConfigValueError
 from ._errors import GateError as GateError
 from ._errors import PreflightError as PreflightError
 from ._errors import ProjectError as ProjectError
@@ -103,6 +105,8 @@ __all__ = [
     "BudgetSpent",
     "ClaudeAgentRunner",
     "ConfigError",
+    "ConfigTypeError",
+    "ConfigValueError",
     "Event",
     "GateCommand",
     "GateError",

@@ -9,13 +9,22 @@ and returns a :class:`SessionResult`. It never raises for an outcome the workflo
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import math
+import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, get_args
 
 import attrs
 
-from ._errors import AgentAPIError, AgentCLIError, AgentError, AgentTimeout
+from ._errors import (
+    AgentAPIError,
+    AgentCLIError,
+    AgentError,
+    AgentTimeout,
+    ConfigTypeError,
+    ConfigValueError,
+)
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
@@ -52,26 +61,153 @@ class Outcome(enum.StrEnum):
     CLI_ERROR = "cli_error"
 
 
+PermissionMode = Literal["default", "acceptEdits", "plan", "bypassPermissions"]
+
+
+def _where(attribute: attrs.Attribute[Any]) -> str:
+    return f"SessionSpec.{attribute.name}"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _wrong_type(field: str, expected: str, value: object) -> ConfigTypeError:
+    return ConfigTypeError(f"{field} must be {expected}, not {type(value).__name__} {value!r:.60}")
+
+
+def _seconds(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """A time limit: a positive number of seconds (``math.inf`` means no limit; NaN is refused)."""
+    field = _where(attribute)
+    if not _is_number(value):
+        raise _wrong_type(field, "a number of seconds", value)
+    number = cast(float, value)
+    if math.isnan(number) or number <= 0:
+        raise ConfigValueError(f"{field} must be a positive number of seconds, not {number!r}")
+
+
+def _optional_budget(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    field = _where(attribute)
+    if not _is_number(value):
+        raise _wrong_type(field, "a number of US dollars or None", value)
+    number = cast(float, value)
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigValueError(
+            f"{field} must be a positive, finite number of US dollars, not {number!r}"
+        )
+
+
+def _optional_turns(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    field = _where(attribute)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _wrong_type(field, "an integer or None", value)
+    if value < 1:
+        raise ConfigValueError(f"{field} must be at least 1, not {value}")
+
+
+def _string(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str):
+        raise ConfigTypeError(f"{_where(attribute)} must be a string, not {type(value).__name__}")
+
+
+def _optional_string(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None:
+        _string(instance, attribute, value)
+
+
+def _names(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """A tuple of non-empty strings (a bare string is refused: it would become its characters)."""
+    field = _where(attribute)
+    if not isinstance(value, tuple):
+        raise ConfigTypeError(f"{field} must be a sequence of strings, not {type(value).__name__}")
+    for item in cast(tuple[object, ...], value):
+        if not isinstance(item, str):
+            raise _wrong_type(field, "a sequence of strings", item)
+        if not item:
+            raise ConfigValueError(f"{field} must not hold an empty string")
+
+
+def _to_names(value: object) -> Any:
+    """Lists and other iterables of names become tuples; a bare string is left for the validator."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        return value
+    if isinstance(value, Mapping):
+        return cast(object, value)
+    return tuple(cast(Iterable[object], value))
+
+
+def _to_path(value: object) -> Any:
+    if isinstance(value, str):
+        return Path(value)
+    if isinstance(value, os.PathLike):
+        return Path(cast("os.PathLike[str]", value))
+    return value
+
+
+def _path(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, Path):
+        raise ConfigTypeError(f"{_where(attribute)} must be a path, not {type(value).__name__}")
+
+
+def _role(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, Role):
+        raise _wrong_type(_where(attribute), "a Role", value)
+
+
+def _permission_mode(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    modes = get_args(PermissionMode)
+    if value not in modes:
+        raise ConfigValueError(
+            f"{_where(attribute)} must be one of {', '.join(modes)}, not {value!r:.60}"
+        )
+
+
+def _env(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    field = _where(attribute)
+    if not isinstance(value, Mapping):
+        raise ConfigTypeError(f"{field} must be a mapping of strings, not {type(value).__name__}")
+    for key, item in cast(Mapping[object, object], value).items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise ConfigTypeError(
+                f"{field} must map strings to strings, not {key!r:.40}: {item!r:.40}"
+            )
+
+
 @attrs.frozen(kw_only=True)
 class SessionSpec:
-    """What one agent session is asked to do, and within which limits."""
+    """What one agent session is asked to do, and within which limits.
 
-    role: Role
-    prompt: str
-    cwd: Path
-    label: str = "session"
+    Every field is checked when the spec is made (and by ``attrs.evolve``): a wrong type raises
+    :class:`~bmad_trio.ConfigTypeError` (a ``TypeError``), a value out of range
+    :class:`~bmad_trio.ConfigValueError` (a ``ValueError``); both name the field. Lists of tool names
+    or paths are accepted and stored as tuples.
+    """
+
+    role: Role = attrs.field(validator=_role)
+    prompt: str = attrs.field(validator=_string)
+    cwd: Path = attrs.field(converter=_to_path, validator=_path)
+    label: str = attrs.field(default="session", validator=_string)
     """Names the session in transcripts and logs, e.g. ``1.2-1-dev``."""
-    system_prompt: str | None = None
-    allowed_tools: tuple[str, ...] = ()
-    writable_paths: tuple[str, ...] = ("**",)
+    system_prompt: str | None = attrs.field(default=None, validator=_optional_string)
+    allowed_tools: tuple[str, ...] = attrs.field(default=(), converter=_to_names, validator=_names)
+    writable_paths: tuple[str, ...] = attrs.field(
+        default=("**",), converter=_to_names, validator=_names
+    )
     """Glob patterns (relative to ``cwd``) the agent may write; everything outside ``cwd`` is refused."""
-    model: str | None = None
-    permission_mode: Literal["default", "acceptEdits", "plan", "bypassPermissions"] = "acceptEdits"
-    max_budget_usd: float | None = None
-    max_turns: int | None = None
-    timeout_s: float = 2700.0
-    idle_timeout_s: float = 600.0
-    env: Mapping[str, str] = attrs.field(factory=dict[str, str])
+    model: str | None = attrs.field(default=None, validator=_optional_string)
+    permission_mode: PermissionMode = attrs.field(default="acceptEdits", validator=_permission_mode)
+    max_budget_usd: float | None = attrs.field(default=None, validator=_optional_budget)
+    max_turns: int | None = attrs.field(default=None, validator=_optional_turns)
+    """At least 1 when given; ``None`` leaves the CLI's own default."""
+    timeout_s: float = attrs.field(default=2700.0, validator=_seconds)
+    """The whole session's limit in seconds (``math.inf``: none)."""
+    idle_timeout_s: float = attrs.field(default=600.0, validator=_seconds)
+    """How long the agent may send nothing, in seconds (``math.inf``: no idle limit)."""
+    env: Mapping[str, str] = attrs.field(factory=dict[str, str], validator=_env)
 
 
 @attrs.frozen
@@ -146,8 +282,9 @@ class AgentRunner(Protocol):
     ) -> SessionResult:
         """Run one session to its end in the calling task.
 
-        Messages are sent to ``messages`` as they arrive (the runner closes it when done). Cancelling
-        the caller's scope stops the session promptly, leaves no process behind, and re-raises the
-        cancellation.
+        Messages are sent to ``messages`` as they arrive (the runner closes it when done); a
+        consumer that stops reading holds the session back, but never its deadlines or a cancel.
+        Cancelling the caller's scope stops the session promptly, leaves no process behind, and
+        re-raises the cancellation.
         """
         ...

@@ -1,27 +1,44 @@
 """ClaudeAgentRunner: the real AgentRunner, over claude-agent-sdk and the Claude Code CLI.
 
 One call to :meth:`ClaudeAgentRunner.run_session` is one agent session, and it runs entirely in the
-calling task: it opens the SDK client, sends the prompt, reads every message up to the ResultMessage
-and closes the client. No task group or cancel scope is ever held across a ``yield``; the SDK's
-message iterator is always read to its end or closed with ``aclosing`` (never abandoned with
-``break``). Deadlines are two cancel scopes owned here: the overall session timeout and an idle
-deadline pushed forward by every message.
+calling task, with no task group: it starts the SDK's ``query()``, reads its messages, relays them
+to the caller's stream, and returns once the session's processes are gone. The SDK is imported
+lazily, on the first session.
 
-The SDK stream is read to its natural end in a shielded scope; a watchdog task beside it owns the
-deadlines. On cancel or timeout the watchdog kills every process of the session (the CLI and the
-tools it started), which ends the stream at once, so the SDK's 5 s graceful close never applies and
-no SDK generator is left half-read. The SDK is imported lazily, on the first session.
+How a session ends, and why it is done this way:
+
+- **The ResultMessage ends it.** Once it arrives the outcome is decided: we stop reading. The CLI
+  may still be running (a Bash tool started with ``run_in_background`` keeps it alive), and the
+  SDK's iterator would not end until the CLI exits, so waiting for it would turn a finished session
+  into a timeout.
+- **Deadlines are one cancel scope** (``_SessionState.reading``) around the reading loop: its
+  deadline is the sooner of the session deadline and the idle deadline, pushed forward by every
+  message. The relay into the caller's stream is inside that scope, so a consumer that stops
+  reading holds the session back (back-pressure, nothing is dropped) but can never hold off a
+  deadline, the caller's cancel or :meth:`ClaudeAgentRunner.aclose`: a stalled consumer makes the
+  session end at its idle deadline, as ``Outcome.TIMEOUT``.
+- **The SDK's generator always finishes in this task**, through its own cleanup. It is closed with
+  ``contextlib.aclosing``, but never left suspended at a ``yield`` for ``aclose()`` to find:
+  ``query()`` does not close the generator it wraps, so ``aclose()`` at a ``yield`` would leave
+  that one to the garbage collector, in another task. Instead, :func:`_unwind` resumes it inside a
+  cancelled scope, so its next read raises ``Cancelled`` inside it and every ``finally`` of the SDK
+  runs here (``_SessionTransport.close`` among them).
+- **Our transport kills the session's processes when the SDK closes it.** The SDK calls
+  ``close()`` only after cancelling its own reader task, so a CLI we kill on purpose is never
+  reported as a crash ("Fatal error in message reader"), and the SDK's 5 s grace for the CLI to
+  exit by itself never applies: ``close()`` finds it dead. No logging filter, no global state.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import enum
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -33,7 +50,7 @@ from ._permissions import tool_denial
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
-    from claude_agent_sdk import ClaudeAgentOptions
+    from claude_agent_sdk import ClaudeAgentOptions, Message, Transport
     from claude_agent_sdk.types import (
         HookContext,
         HookInput,
@@ -55,12 +72,25 @@ OFFLINE_SAFE_ENV: Mapping[str, str] = {
 _USAGE_LIMIT = re.compile(r"usage limit|limit reached|out of (?:extra )?usage", re.IGNORECASE)
 _RESET_EPOCH = re.compile(r"\|(\d{10})\b")
 _MAX_TARGET = 200
-_STREAM_GRACE_S = 30.0
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_KILL_WAIT_S = 2.0
+"""How long a finished session waits for SIGKILLed processes to vanish from /proc."""
+_CLOSE_WAIT_S = 10.0
+"""How long :meth:`ClaudeAgentRunner.aclose` waits for running sessions to unwind."""
 
 
-@dataclasses.dataclass
+def _safe(text: str) -> str:
+    """``text`` with every surrogate code point replaced by U+FFFD, so it always encodes as UTF-8.
+
+    JSON from the CLI can carry a lone surrogate (``"\\ud800"``); Python decodes it into a ``str``
+    that any later ``encode()`` (a transcript file, a terminal) would reject.
+    """
+    return _SURROGATE.sub("\ufffd", text) if not text.isascii() else text
+
+
+@dataclasses.dataclass(eq=False)
 class _SessionState:
-    """What one session has seen so far (lives in one task; no locking needed)."""
+    """What one session has seen so far (one task writes it; no locking needed)."""
 
     tools: list[ToolCall] = dataclasses.field(default_factory=list[ToolCall])
     texts: list[str] = dataclasses.field(default_factory=list[str])
@@ -72,10 +102,14 @@ class _SessionState:
     retry_after_s: float | None = None
     error: Exception | None = None
     timed_out: str | None = None
-    idle_deadline: float = 0.0
-    finished: bool = False
+    closed_by_runner: bool = False
     stopping: bool = False
-    """Set before we kill the CLI: permission callbacks then never answer (see ``_hold``)."""
+    """Set before we kill the CLI: permission callbacks then never answer (``hold_if_stopping``)."""
+    reading: anyio.CancelScope | None = None
+    """Around the reading loop: its deadline is the sooner of the session and idle deadlines;
+    cancelled when the ResultMessage arrives and by ``aclose()``."""
+    done: anyio.Event | None = None
+    """Set once the session's processes are gone (``aclose()`` waits for it)."""
 
 
 def _jsonable(value: object) -> object:
@@ -90,17 +124,19 @@ def _jsonable(value: object) -> object:
         }
     if isinstance(value, dict):
         items = cast(dict[object, object], value).items()
-        return {str(key): _jsonable(item) for key, item in items}
+        return {_safe(str(key)): _jsonable(item) for key, item in items}
     if isinstance(value, list | tuple):
         return [_jsonable(item) for item in cast(list[object], value)]
     if isinstance(value, enum.Enum):
-        return value.value
-    if value is None or isinstance(value, str | int | float | bool):
+        return _jsonable(value.value)
+    if isinstance(value, str):
+        return _safe(value)
+    if value is None or isinstance(value, int | float | bool):
         return value
-    return str(value)
+    return _safe(str(value))
 
 
-async def _kill_and_wait(tag: str, timeout_s: float = 2.0) -> None:
+async def _kill_and_wait(tag: str, timeout_s: float = _KILL_WAIT_S) -> None:
     """Kill every process of the session and return once none is left (or ``timeout_s`` passed).
 
     SIGKILL is delivered asynchronously; polling /proc (a few ms a scan) makes "gone" mean gone.
@@ -132,8 +168,72 @@ def _tool_target(tool_input: Mapping[str, object]) -> str:
     for key in ("file_path", "notebook_path", "path", "command", "pattern", "url"):
         value = tool_input.get(key)
         if isinstance(value, str) and value:
+            value = _safe(value)
             return value if len(value) <= _MAX_TARGET else value[: _MAX_TARGET - 1] + "…"
     return ""
+
+
+def _session_transport(
+    prompt: AsyncIterator[dict[str, Any]],
+    options: ClaudeAgentOptions,
+    state: _SessionState,
+    tag: str,
+) -> Transport:
+    """The SDK's own subprocess transport, except that ``close()`` kills the session first.
+
+    ``query(transport=...)`` uses a transport as given, so it gets the options the SDK would have
+    given its own: with a ``can_use_tool`` callback, permission prompts go over stdio.
+    """
+    # The SDK exports only the abstract Transport; its subprocess transport is the one to extend.
+    from claude_agent_sdk._internal.transport.subprocess_cli import (
+        SubprocessCLITransport,
+    )
+
+    class _SessionTransport(SubprocessCLITransport):
+        async def close(self) -> None:
+            """Kill the session's processes, then let the SDK close a transport whose CLI is gone.
+
+            The SDK calls this only after it has cancelled its reader task, so the kill can never
+            reach the SDK as a failed CLI (an ERROR log and a ``ProcessError``), and the SDK's
+            wait for the CLI to exit by itself (5 s, then SIGTERM) returns at once. The CLI's
+            tools die with it: they carry the session's tag.
+            """
+            process = self._process
+            if process is not None:
+                state.stopping = True
+                CLIProcesses.kill_session(tag)
+            try:
+                await super().close()
+            finally:
+                if process is not None:
+                    # The SDK drops its stdout stream without closing it. When the CLI died with
+                    # output still unread (a message over the buffer limit), asyncio's subprocess
+                    # transport then never closes, and warns when collected. aclose() closes every
+                    # pipe and waits for a process that is already dead; bounded all the same.
+                    with anyio.move_on_after(_KILL_WAIT_S, shield=True):
+                        await process.aclose()
+
+    if options.can_use_tool is not None:
+        options = dataclasses.replace(options, permission_prompt_tool_name="stdio")
+    return _SessionTransport(prompt=prompt, options=options)
+
+
+async def _unwind(stream: AsyncGenerator[Message, None]) -> None:
+    """Finish the SDK generator in this task, through its own cleanup (a no-op once it ended).
+
+    Resumed inside a cancelled scope, a generator suspended at a ``yield`` raises ``Cancelled`` at
+    its next read, inside itself, so every ``finally`` of the SDK runs (closing its query and our
+    transport). ``aclose()`` would throw ``GeneratorExit`` in instead, which ``query()`` does not
+    pass on to the generator it wraps: that one would be finalised by the garbage collector, in
+    another task. Each round ends at the SDK's next checkpoint, so the loop ends at once.
+    """
+    from claude_agent_sdk import ClaudeSDKError
+
+    with anyio.CancelScope() as scope:
+        scope.cancel(reason="the session is over: the SDK generator unwinds in its own task")
+        with contextlib.suppress(StopAsyncIteration, ClaudeSDKError):
+            while True:
+                await stream.__anext__()
 
 
 class ClaudeAgentRunner:
@@ -162,6 +262,8 @@ class ClaudeAgentRunner:
         self._max_buffer_size = max_buffer_size
         self._processes: CLIProcesses | None = None
         self._config_dir: Path | None = None
+        self._sessions: set[_SessionState] = set()
+        """Sessions running now, for :meth:`aclose` to stop."""
 
     async def __aenter__(self) -> ClaudeAgentRunner:
         self._ensure_processes()
@@ -171,7 +273,23 @@ class ClaudeAgentRunner:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Kill every CLI this runner still has running and remove its temp files."""
+        """Stop every session still running, kill every CLI left and remove the temp files.
+
+        A session stopped here returns ``Outcome.CANCELLED`` ("the runner was closed"). Waits (up
+        to 10 s, shielded: it also runs on cancelled paths) for those sessions to unwind.
+        """
+        live = list(self._sessions)
+        for state in live:
+            state.closed_by_runner = True
+            if state.reading is not None:
+                state.reading.cancel(reason="the runner was closed")
+        # Let each session unwind through the SDK's close (which kills its CLI) before dropping the
+        # lifeline: dropping it first would kill the CLIs under the SDK's reader, which reports
+        # that as a crash. Bounded: a session's own teardown is (a kill and a 2 s wait).
+        with anyio.move_on_after(_CLOSE_WAIT_S, shield=True):
+            for state in live:
+                if state.done is not None:
+                    await state.done.wait()
         if self._processes is not None:
             self._processes.close()
             self._processes = None
@@ -277,12 +395,13 @@ class ClaudeAgentRunner:
         spec: SessionSpec,
         messages: MemoryObjectSendStream[AgentMessage] | None = None,
     ) -> SessionResult:
-        """Run one session to the end of its message stream, in the calling task.
+        """Run one session until its ResultMessage (or a deadline, or a failure), in the calling task.
 
-        Cancelling the caller's scope kills the session's processes (the CLI and its tools) at
-        once, waits for the SDK stream to end, and re-raises the cancellation. Timeouts become
-        ``Outcome.TIMEOUT``; API, budget, turn and CLI failures become outcomes too. Closes
-        ``messages`` when done.
+        Returns once every process of the session is gone, and closes ``messages``. Cancelling the
+        caller's scope stops the session at once (its processes killed), even while a send into a
+        full ``messages`` blocks, and re-raises the cancellation. Timeouts become
+        ``Outcome.TIMEOUT``; API, budget, turn and CLI failures become outcomes too. A consumer
+        that stops reading ``messages`` holds the session back until its idle deadline.
         """
         state = _SessionState()
         wall_start = time.monotonic()
@@ -291,72 +410,86 @@ class ClaudeAgentRunner:
         options = self._options(spec, session_env, state)
         now = anyio.current_time()
         deadline = now + spec.timeout_s
-        state.idle_deadline = now + spec.idle_timeout_s
+        state.reading = anyio.CancelScope(deadline=min(deadline, now + spec.idle_timeout_s))
+        state.done = anyio.Event()
+        self._sessions.add(state)
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch, spec, state, tag, deadline)
-                # Shielded: the SDK stream is always read to its end (killing the CLI ends it), so
-                # no SDK generator is ever abandoned half-way. The deadline is a safety net only.
-                with anyio.CancelScope(shield=True, deadline=deadline + _STREAM_GRACE_S):
-                    await self._read_stream(spec, options, state, messages)
-                state.finished = True
-                tg.cancel_scope.cancel()
+            await self._read_stream(spec, options, state, tag, messages, deadline)
+            # The reading scope stopped the loop, and neither the ResultMessage nor aclose() did
+            # (those decide the outcome themselves): one of the two deadlines passed.
+            stopped = state.reading.cancelled_caught and state.result is None
+            if stopped and not state.closed_by_runner:
+                if anyio.current_time() >= deadline:
+                    state.timed_out = f"session exceeded its {spec.timeout_s:g} s limit"
+                else:
+                    state.timed_out = f"no message from the agent for {spec.idle_timeout_s:g} s"
         finally:
+            self._sessions.discard(state)
             if messages is not None:
                 messages.close()
             state.stopping = True
-            with anyio.CancelScope(shield=True):  # a tool left running in the background dies too
+            # Our transport's close() has killed the session already, unless the SDK never got as
+            # far as starting it; this also catches a tool that forked while we were killing.
+            # Shielded so that a cancelled caller still waits until the processes are gone;
+            # bounded, though _kill_and_wait already gives up after _KILL_WAIT_S.
+            with anyio.move_on_after(2 * _KILL_WAIT_S, shield=True):
                 await _kill_and_wait(tag)
-        # The group's own cancel can absorb an outer cancellation on asyncio: surface it here.
+            state.done.set()
+        # A caller's cancel that arrived while a scope of ours was absorbing its own (the reading
+        # scope, _unwind's) is still pending: surface it rather than return a result.
         await anyio.lowlevel.checkpoint_if_cancelled()
         return self._result(state, time.monotonic() - wall_start)
-
-    async def _watch(
-        self, spec: SessionSpec, state: _SessionState, tag: str, deadline: float
-    ) -> None:
-        """Enforce the session and idle deadlines; on either, or on cancel, kill the session."""
-        try:
-            while True:
-                wake = min(deadline, state.idle_deadline)
-                await anyio.sleep_until(wake)
-                now = anyio.current_time()
-                if now >= deadline:
-                    state.timed_out = f"session exceeded its {spec.timeout_s:g} s limit"
-                    break
-                if now >= state.idle_deadline:
-                    state.timed_out = f"no message from the agent for {spec.idle_timeout_s:g} s"
-                    break
-        finally:
-            if not state.finished:
-                state.stopping = True
-                CLIProcesses.kill_session(tag)
 
     async def _read_stream(
         self,
         spec: SessionSpec,
         options: ClaudeAgentOptions,
         state: _SessionState,
+        tag: str,
         messages: MemoryObjectSendStream[AgentMessage] | None,
+        deadline: float,
     ) -> None:
-        """Send the prompt and read every message until the SDK stream ends by itself."""
+        """Send the prompt; read and relay messages until the ResultMessage, a deadline or cancel.
+
+        Whatever stops the loop, :func:`_unwind` then finishes the SDK's generator here, which
+        closes our transport, which kills the session's processes.
+        """
         from claude_agent_sdk import ClaudeSDKError, ResultMessage, query
+
+        assert state.reading is not None
 
         async def prompt() -> AsyncIterator[dict[str, Any]]:
             yield {"type": "user", "message": {"role": "user", "content": spec.prompt}}
 
-        try:
-            async for message in query(prompt=prompt(), options=options):
-                state.idle_deadline = anyio.current_time() + spec.idle_timeout_s
-                for agent_message in self._observe(message, state):
-                    if messages is not None:
-                        try:
-                            await messages.send(agent_message)
-                        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                            messages = None  # nobody listens any more: keep draining the SDK
-                if isinstance(message, ResultMessage):
-                    state.result = message
-        except ClaudeSDKError as exc:
-            state.error = exc
+        the_prompt = prompt()
+        transport = _session_transport(the_prompt, options, state, tag)
+        stream = cast(
+            "AsyncGenerator[Message, None]",
+            query(prompt=the_prompt, options=options, transport=transport),
+        )
+        async with contextlib.aclosing(stream):  # only a no-op: _unwind below has finished it
+            try:
+                with state.reading:
+                    async for message in stream:
+                        # Every message pushes the idle deadline forward; the relay below is
+                        # inside the scope, so a stalled consumer cannot hold the deadlines off.
+                        idle_deadline = anyio.current_time() + spec.idle_timeout_s
+                        state.reading.deadline = min(deadline, idle_deadline)
+                        for agent_message in self._observe(message, state):
+                            if messages is not None:
+                                try:
+                                    await messages.send(agent_message)
+                                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                                    messages = None  # nobody listens any more; read on
+                        if isinstance(message, ResultMessage):
+                            # The outcome is decided: stop reading. The SDK's stream would end
+                            # only when the CLI exits, which a background tool can put off.
+                            state.result = message
+                            state.reading.cancel(reason="the ResultMessage ends the session")
+            except ClaudeSDKError as exc:
+                state.error = exc
+            finally:
+                await _unwind(stream)
 
     def _observe(self, message: object, state: _SessionState) -> list[AgentMessage]:
         """Record what a message tells us; translate it for the workflow."""
@@ -374,13 +507,14 @@ class ClaudeAgentRunner:
         out: list[AgentMessage] = []
         if isinstance(message, AssistantMessage):
             if message.error is not None:
-                state.api_error = message.error
+                state.api_error = _safe(message.error)
             for block in message.content:
                 if isinstance(block, TextBlock):
-                    state.texts.append(block.text)
-                    out.append(AgentMessage(kind="text", text=block.text, data=data))
+                    text = _safe(block.text)
+                    state.texts.append(text)
+                    out.append(AgentMessage(kind="text", text=text, data=data))
                 elif isinstance(block, ToolUseBlock):
-                    call = ToolCall(block.name, _tool_target(block.input))
+                    call = ToolCall(_safe(block.name), _tool_target(block.input))
                     state.tools.append(call)
                     out.append(AgentMessage(kind="tool_use", tool=call, data=data))
         elif isinstance(message, UserMessage):
@@ -390,20 +524,22 @@ class ClaudeAgentRunner:
                 delay = message.data.get("retry_delay_ms") or message.data.get("retryDelayMs")
                 if isinstance(delay, int | float):
                     state.retry_after_s = float(delay) / 1000
-            out.append(AgentMessage(kind="system", text=message.subtype, data=data))
+            out.append(AgentMessage(kind="system", text=_safe(message.subtype), data=data))
         elif isinstance(message, RateLimitEvent):
             info = message.rate_limit_info
             if info.status == "rejected" and info.resets_at:
                 state.retry_after_s = max(0.0, info.resets_at - time.time())
             out.append(AgentMessage(kind="system", text="rate_limit", data=data))
         elif isinstance(message, ResultMessage):
-            out.append(AgentMessage(kind="result", text=message.result or "", data=data))
+            out.append(AgentMessage(kind="result", text=_safe(message.result or ""), data=data))
         return out
 
     def _result(self, state: _SessionState, duration_s: float) -> SessionResult:
         from claude_agent_sdk import ProcessError, ResultError, ResultMessage
 
-        stderr = "".join(line if line.endswith("\n") else line + "\n" for line in state.stderr)
+        stderr = _safe(
+            "".join(line if line.endswith("\n") else line + "\n" for line in state.stderr)
+        )
         base: dict[str, Any] = {
             "duration_s": duration_s,
             "tools": tuple(state.tools),
@@ -422,17 +558,19 @@ class ClaudeAgentRunner:
                 ),
                 output_tokens=int(cast(int, usage.get("output_tokens") or 0)),
                 turns=result.num_turns,
-                session_id=result.session_id,
+                session_id=_safe(result.session_id),
             )
             if result.result and not result.is_error:
-                base["final_text"] = result.result
-        if state.timed_out is not None:
+                base["final_text"] = _safe(result.result)
+        elif state.closed_by_runner:
+            return SessionResult(outcome=Outcome.CANCELLED, error="the runner was closed", **base)
+        elif state.timed_out is not None:
             return SessionResult(outcome=Outcome.TIMEOUT, error=state.timed_out, **base)
         error = state.error
         subtype = result.subtype if result else getattr(error, "subtype", None)
         reason = result.terminal_reason if result else getattr(error, "terminal_reason", None)
         status = result.api_error_status if result else getattr(error, "api_error_status", None)
-        text = (result.result if result else getattr(error, "result", None)) or ""
+        text = _safe((result.result if result else getattr(error, "result", None)) or "")
         is_error = result.is_error if result else error is not None
         if not is_error and result is not None:
             return SessionResult(outcome=Outcome.OK, **base)
@@ -460,9 +598,9 @@ class ClaudeAgentRunner:
             )
         detail = stderr.strip() or text.strip()
         if isinstance(error, ProcessError) and not isinstance(error, ResultError):
-            detail = detail or str(error)
+            detail = detail or _safe(str(error))
         elif error is not None and not detail:
-            detail = str(error)
+            detail = _safe(str(error))
         return SessionResult(
             outcome=Outcome.CLI_ERROR,
             error=detail or "the Claude Code CLI ended without a result",

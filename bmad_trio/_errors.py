@@ -4,6 +4,8 @@
 
     BmadError
     ├── ConfigError          bad configuration or command-line input (exit 2)
+    │   ├── ConfigValueError a value out of range (also a ValueError)
+    │   └── ConfigTypeError  a value of the wrong type (also a TypeError)
     ├── ProjectError         a BMAD project file is missing, malformed or unsafe (exit 2)
     ├── StateError           the run store is unusable: corrupt, foreign, locked, unknown run (exit 2)
     ├── PreflightError       no CLI, no auth, API unreachable (exit 3)
@@ -31,6 +33,8 @@ __all__ = [
     "BmadError",
     "BudgetSpent",
     "ConfigError",
+    "ConfigTypeError",
+    "ConfigValueError",
     "GateError",
     "PreflightError",
     "ProjectError",
@@ -51,6 +55,14 @@ class ConfigError(BmadError):
     """Bad configuration or command-line input; names the file and key."""
 
     exit_code = 2
+
+
+class ConfigValueError(ConfigError, ValueError):
+    """A configuration value is out of range or malformed (e.g. a NaN timeout)."""
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """A configuration value has the wrong type (e.g. a string where a number belongs)."""
 
 
 class ProjectError(BmadError):

@@ -404,7 +404,7 @@ class FakeAnthropicAPI:
         delay = reply.delta_delay_s
         if delay is None:
             delay = self.scenario.delta_delay_s
-        return await self._stream(conn, message, fault, delay)
+        return await self._stream(conn, message, fault, delay, reply.delta_chars or _CHUNK)
 
     def _message(self, reply: Reply, request: ApiRequest, model: str) -> dict[str, object]:
         content: list[object] = []
@@ -451,6 +451,7 @@ class FakeAnthropicAPI:
         message: dict[str, object],
         fault: Fault | None,
         delay: float,
+        chars: int = _CHUNK,
     ) -> bool:
         await conn.send(
             h11.Response(
@@ -476,7 +477,7 @@ class FakeAnthropicAPI:
         assert isinstance(content, list)
         for index, block in enumerate(content):  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
             assert isinstance(block, dict)
-            await self._stream_block(conn, index, block, delay)  # pyright: ignore[reportUnknownArgumentType]
+            await self._stream_block(conn, index, block, delay, chars)  # pyright: ignore[reportUnknownArgumentType]
         await self._data(
             conn,
             _sse(
@@ -493,17 +494,20 @@ class FakeAnthropicAPI:
         return True
 
     async def _stream_block(
-        self, conn: _Connection, index: int, block: dict[str, object], delay: float
+        self, conn: _Connection, index: int, block: dict[str, object], delay: float, chars: int
     ) -> None:
         if block["type"] == "text":
             start: dict[str, object] = {"type": "text", "text": ""}
             pieces = [
-                {"type": "text_delta", "text": piece} for piece in _chunks(str(block["text"]))
+                {"type": "text_delta", "text": piece}
+                for piece in _chunks(str(block["text"]), chars)
             ]
         else:
             start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
             raw = json.dumps(block["input"])
-            pieces = [{"type": "input_json_delta", "partial_json": piece} for piece in _chunks(raw)]
+            pieces = [
+                {"type": "input_json_delta", "partial_json": piece} for piece in _chunks(raw, chars)
+            ]
         await self._data(
             conn,
             _sse(

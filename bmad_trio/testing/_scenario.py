@@ -238,13 +238,15 @@ class Reply:
     """One model message. ``stop_reason`` is ``tool_use`` if it has a tool block, else ``end_turn``.
 
     Token counts default to an estimate from the request and reply sizes; ``delta_delay_s``
-    overrides the scenario's delay between streamed deltas.
+    overrides the scenario's delay between streamed deltas, ``delta_chars`` the number of characters
+    per delta (a few dozen by default; raise it to stream a reply of many megabytes quickly).
     """
 
     blocks: tuple[Block, ...] = ()
     input_tokens: int | None = None
     output_tokens: int | None = None
     delta_delay_s: float | None = None
+    delta_chars: int | None = None
 
     @property
     def stop_reason(self) -> Literal["end_turn", "tool_use"]:
@@ -283,10 +285,13 @@ class Reply:
         return ToolUseBlock("Edit", data)
 
     @staticmethod
-    def bash(command: str, description: str = "") -> ToolUseBlock:
+    def bash(command: str, description: str = "", *, background: bool = False) -> ToolUseBlock:
+        """A Bash call; ``background`` asks the CLI to run it with ``run_in_background``."""
         data: dict[str, object] = {"command": command}
         if description:
             data["description"] = description
+        if background:
+            data["run_in_background"] = True
         return ToolUseBlock("Bash", data)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from bmad_trio import AgentMessage, Outcome, Role, SessionResult, SessionSpec
 from bmad_trio._claude_runner import ClaudeAgentRunner
@@ -127,7 +131,7 @@ async def test_cancel_mid_tool_kills_cli_and_tool_and_next_session_runs(tmp_path
                 async def cancel_when_the_tool_runs() -> None:
                     while not set(_sleepers()) - before:  # noqa: ASYNC110 - polling another process
                         await anyio.sleep(0.05)
-                    scope.cancel()
+                    scope.cancel(reason="the test cancels mid-tool")
 
                 tg.start_soon(cancel_when_the_tool_runs)
                 await runner.run_session(_spec(tmp_path, "SLOW work"))
@@ -250,3 +254,173 @@ def test_cli_and_tools_die_when_the_orchestrator_is_sigkilled(tmp_path: Path) ->
 
 def test_tagged_pids_ignores_other_processes() -> None:
     assert tagged_pids("no-such-session-tag") == []
+
+
+# --- How a session ends (issue 13): a ResultMessage ends it; deadlines and cancel beat a stalled
+# consumer; outside text is made safe; an oversized message fails fast; no SDK noise when we stop.
+
+
+async def test_result_ends_the_session_even_with_a_background_tool(tmp_path: Path) -> None:
+    scenario = Scenario(
+        responders=[
+            Rule(turn=1, reply=Reply.tools(Reply.bash(SLOW_TOOL, background=True))),
+            Rule(turn=2, reply=Reply.text("started it")),
+        ]
+    )
+    before = set(_sleepers())
+    async with FakeAnthropicAPI(scenario) as api, _runner(api) as runner:
+        result = await runner.run_session(_spec(tmp_path, "background", idle_timeout_s=20.0))
+        # the background tool was the session's: it is gone as soon as run_session returns
+        assert not set(_sleepers()) - before, "the background tool outlived its session"
+    assert result.outcome is Outcome.OK, result
+    assert result.final_text == "started it"
+    assert [t.name for t in result.tools] == ["Bash"]
+
+
+async def _stalled_consumer(
+    receive: MemoryObjectReceiveStream[AgentMessage], got_one: anyio.Event
+) -> None:
+    """Takes one message, then stops reading without closing its end (a wedged transcript writer)."""
+    with receive:
+        await receive.receive()
+        got_one.set()
+        await anyio.sleep_forever()
+
+
+async def test_a_stalled_consumer_does_not_hold_off_the_idle_timeout(tmp_path: Path) -> None:
+    scenario = Scenario(default=Reply.text("never relayed"))
+    send, receive = anyio.create_memory_object_stream[AgentMessage](0)
+    got_one = anyio.Event()
+    started = time.monotonic()
+    results: list[SessionResult] = []
+    async with (
+        FakeAnthropicAPI(scenario) as api,
+        _runner(api) as runner,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(_stalled_consumer, receive, got_one)
+        spec = _spec(tmp_path, "hello", idle_timeout_s=2.0, timeout_s=20.0)
+        results.append(await runner.run_session(spec, send))
+        tg.cancel_scope.cancel(reason="the session is over")
+    [result] = results
+    assert got_one.is_set()
+    assert result.outcome is Outcome.TIMEOUT, result
+    assert result.error == "no message from the agent for 2 s"
+    assert time.monotonic() - started < 20.0, "only the session deadline (or later) ended it"
+
+
+async def test_cancel_beats_a_stalled_consumer(tmp_path: Path) -> None:
+    scenario = Scenario(default=Reply.text("never relayed"))
+    send, receive = anyio.create_memory_object_stream[AgentMessage](0)
+    got_one = anyio.Event()
+    elapsed = 0.0
+    async with (
+        FakeAnthropicAPI(scenario) as api,
+        _runner(api) as runner,
+        anyio.create_task_group() as consumers,
+    ):
+        # the consumer lives outside the cancelled scope: it stays wedged, never closing its end
+        consumers.start_soon(_stalled_consumer, receive, got_one)
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_once_stalled() -> None:
+                    nonlocal elapsed
+                    await got_one.wait()
+                    # cancel only once the runner is blocked relaying the next message
+                    while not send.statistics().tasks_waiting_send:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+                    elapsed = time.monotonic()
+                    scope.cancel(reason="the caller gave up")
+
+                tg.start_soon(cancel_once_stalled)
+                await runner.run_session(_spec(tmp_path, "hello", timeout_s=20.0), send)
+        elapsed = time.monotonic() - elapsed
+        consumers.cancel_scope.cancel(reason="the test is over")
+    assert scope.cancelled_caught
+    assert elapsed < 10.0, f"cancel took {elapsed:.1f} s against a stalled consumer"
+
+
+async def test_lone_surrogates_from_the_api_are_replaced_at_the_boundary(tmp_path: Path) -> None:
+    scenario = Scenario(default=Reply.text("broken \ud800 text"))
+    send, receive = anyio.create_memory_object_stream[AgentMessage](100)
+    async with FakeAnthropicAPI(scenario) as api, _runner(api) as runner:
+        result = await runner.run_session(_spec(tmp_path, "hello"), send)
+    with receive:
+        messages = [m async for m in receive]
+    assert result.outcome is Outcome.OK, result
+    assert result.final_text == "broken \ufffd text"
+    texts = [m.text for m in messages if m.kind == "text"]
+    assert texts == ["broken \ufffd text"]
+    for message in messages:  # what the transcript writer does with each message must not fail
+        json.dumps(message.data, ensure_ascii=False).encode()
+        message.text.encode()
+
+
+async def test_an_oversized_message_is_a_prompt_cli_error_without_leaks(tmp_path: Path) -> None:
+    scenario = Scenario(
+        default=Reply(blocks=Reply.text("x" * 3_000_000).blocks, delta_chars=100_000)
+    )
+    async with (
+        FakeAnthropicAPI(scenario) as api,
+        ClaudeAgentRunner(
+            env={**api.env(), "CLAUDE_CODE_MAX_RETRIES": "0"}, max_buffer_size=1024 * 1024
+        ) as runner,
+    ):
+        result = await runner.run_session(_spec(tmp_path, "big"))
+    gc.collect()  # an unclosed subprocess transport would warn (ResourceWarning) right here
+    assert result.outcome is Outcome.CLI_ERROR, result
+    assert "maximum buffer size" in (result.error or "")
+    # the SDK's own close waits 5 s for a CLI that can never exit (blocked writing the message)
+    assert result.duration_s < 5.0, f"took {result.duration_s:.1f} s"
+
+
+async def test_aclose_during_a_session_reports_cancelled(tmp_path: Path) -> None:
+    scenario = Scenario(default=Reply.tools(Reply.bash(SLOW_TOOL)))
+    before = set(_sleepers())
+    results: list[SessionResult] = []
+    async with FakeAnthropicAPI(scenario) as api:
+        runner = _runner(api)
+        async with anyio.create_task_group() as tg:
+
+            async def session() -> None:
+                results.append(await runner.run_session(_spec(tmp_path, "slow")))
+
+            tg.start_soon(session)
+            while not set(_sleepers()) - before:  # noqa: ASYNC110 - polling another process
+                await anyio.sleep(0.05)
+            await runner.aclose()
+    assert [r.outcome for r in results] == [Outcome.CANCELLED], results
+    assert results[0].error == "the runner was closed"
+    assert orchestrator_pids(os.getpid()) == []
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout", "result"])
+async def test_no_sdk_error_is_logged_when_we_stop_a_session(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    scenario = Scenario(
+        responders=[
+            Rule(turn=1, reply=Reply.tools(Reply.bash(SLOW_TOOL, background=how == "result"))),
+            Rule(turn=2, reply=Reply.text("done")),
+        ]
+    )
+    before = set(_sleepers())
+    caplog.set_level(logging.WARNING, logger="claude_agent_sdk")
+    async with FakeAnthropicAPI(scenario) as api, _runner(api) as runner:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                if how == "cancel":
+
+                    async def cancel_when_the_tool_runs() -> None:
+                        while not set(_sleepers()) - before:  # noqa: ASYNC110
+                            await anyio.sleep(0.05)
+                        scope.cancel(reason="the test cancels mid-tool")
+
+                    tg.start_soon(cancel_when_the_tool_runs)
+                timeout = 3.0 if how == "timeout" else 30.0
+                result = await runner.run_session(_spec(tmp_path, "go", timeout_s=timeout))
+                assert result.outcome is (Outcome.TIMEOUT if how == "timeout" else Outcome.OK)
+    assert scope.cancelled_caught is (how == "cancel")
+    noise = [r.getMessage() for r in caplog.records if r.name.startswith("claude_agent_sdk")]
+    assert noise == []
