@@ -517,6 +517,10 @@ class ClaudeAgentRunner:
                     call = ToolCall(_safe(block.name), _tool_target(block.input))
                     state.tools.append(call)
                     out.append(AgentMessage(kind="tool_use", tool=call, data=data))
+            if not out:
+                # Thinking only: nothing to show, but its usage is what a killed session is
+                # charged from (the workflow's usage meter reads ``data``), so it still goes out.
+                out.append(AgentMessage(kind="system", text="assistant", data=data))
         elif isinstance(message, UserMessage):
             out.append(AgentMessage(kind="user", data=data))
         elif isinstance(message, SystemMessage):
