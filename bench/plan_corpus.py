@@ -273,7 +273,7 @@ _NEXT_FOR = {
     "ready": ("dev implements",),
     "draft": ("approve", "wait for approval"),
     "blocked": ("nothing (blocked", "nothing (failed"),
-    "none": ("sm drafts",),
+    "none": ("sm drafts", "create-story drafts"),
 }
 
 
@@ -360,7 +360,7 @@ def _judge_next(
             return {"next_ok": False, "judged": f"drafted, but a file carries its id: {names}"}
     if expected is None:  # words this script cannot classify: a status or a problem is enough
         ok = bool(got.get("problem")) or (
-            got.get("status") is not None and "sm drafts" not in next_step
+            got.get("status") is not None and "drafts" not in next_step
         )
         return {"next_ok": ok, "loose": True, "judged": None if ok else f"unclassified {why}"}
     if got.get("problem"):
