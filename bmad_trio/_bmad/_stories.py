@@ -178,6 +178,9 @@ _HEAD_TITLE = re.compile(
 )
 
 
+_FRONT_TITLE = re.compile(r"""^title:\s*["']?(.*?)["']?\s*$""")
+
+
 def _archive_dirs(layout: Layout, directories: Sequence[Path]) -> list[Path]:
     """Folders named ``archive*`` inside or beside the story folders, or under ``docs/``."""
     parents = dict.fromkeys(
@@ -200,7 +203,7 @@ def _heading_title(path: Path) -> str | None:
     except OSError:
         return None
     for line in head:
-        match = _HEAD_TITLE.match(line.strip())
+        match = _HEAD_TITLE.match(line.strip()) or _FRONT_TITLE.match(line.strip())
         if match is not None:
             return match.group(1).strip()
     return None

@@ -312,7 +312,12 @@ def test_a_done_story_moved_to_an_archive_folder_is_found_not_redrafted(tmp_path
     (archive / "story-3.4-exports.md").write_text(
         "# Story 3.4: Exports\n\n## Status\nIn Progress\n", encoding="utf-8"
     )
+    (archive / "story-4.1-ecologic-format.md").write_text(
+        '---\nstory_id: 4.1\ntitle: "CSV Exports"\nstatus: Done\n---\n\n# CSV\n', encoding="utf-8"
+    )
     layout = detect_layout(tmp_path)
+    front = locate_story_file(layout, "4.1", "CSV Exports")
+    assert front.path == (archive / "story-4.1-ecologic-format.md").resolve()
     found = locate_story_file(layout, "3.2", "User Admin API and Screens")
     assert found.path == (archive / "story-3.2.user-admin-api.md").resolve()
     assert "archive" in found.reason
