@@ -233,35 +233,53 @@ def _sprint_done(files: list[Path]) -> dict[str, str]:
     return words
 
 
-def _any_story_file(project: Path, files: list[Path], story_id: str) -> list[Path]:
-    """Files anywhere in a story-like folder (stories, artifacts, sprints, archives) carrying
-    ``story_id`` by name or by its first ``# Story N.M`` heading."""
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"\w+", text.lower()) if len(w) > 2}
+
+
+def _file_title(lines: list[str]) -> str:
+    for line in lines:
+        match = re.match(r"^#\s*Story\s+\S+\s*[:\-]?\s*(.*)$", line.strip(), re.IGNORECASE)
+        match = match or re.match(r"""^title:\s*["']?(.*?)["']?\s*$""", line.strip())
+        if match is not None:
+            return match.group(1)
+    return ""
+
+
+def _any_story_file(project: Path, files: list[Path], story_id: str, title: str) -> list[Path]:
+    """Files anywhere in a story-like folder (stories, artifacts, sprints) carrying ``story_id``
+    by name or by its first ``# Story N.M`` heading; sub-stories (``5.4.1-…``) do not count. In an
+    archive folder the file must also carry the story's title (archives keep old numberings)."""
     epic, number = story_id.split(".")
     named = re.compile(
-        rf"^(?:story[-_ ]?)?0*{re.escape(epic)}[.-]{re.escape(number)}(?:[.\-_ ]|\.md$)",
+        rf"^(?:story[-_ ]?)?0*{re.escape(epic)}[.-]{re.escape(number)}(?![.-]\d+[.-])"
+        rf"(?:[.\-_ ]|\.md$)",
         re.IGNORECASE,
     )
     found: list[Path] = []
     for path in files:
         parts = [p.lower() for p in path.relative_to(project).parts[:-1]]
-        if not any(
-            ("stor" in p or "artifact" in p or "sprint" in p or "archive" in p) for p in parts
+        archived = any("archive" in p for p in parts)
+        if not archived and not any(
+            ("stor" in p or "artifact" in p or "sprint" in p) for p in parts
         ):
-            continue
-        if named.match(path.name):
-            found.append(path)
             continue
         try:
             with path.open(encoding="utf-8", errors="replace") as handle:
-                head = [handle.readline() for _ in range(5)]
+                head = [handle.readline() for _ in range(8)]
         except OSError:
             continue
+        carries = named.match(path.name) is not None
         for line in head:
             match = _HEAD_STORY.match(line.strip())
             if match is not None:
-                if f"{match.group(1)}.{match.group(2)}".lower() == story_id:
-                    found.append(path)
+                carries = carries or f"{match.group(1)}.{match.group(2)}".lower() == story_id
                 break
+        if carries and archived:
+            wanted, have = _words(title), _words(_file_title(head))
+            carries = bool(wanted) and len(wanted & have) >= len(wanted) / 2
+        if carries:
+            found.append(path)
     return found
 
 
@@ -354,7 +372,7 @@ def _judge_next(
     got_file = project / got["file"] if got.get("file") else None
     expected, why = _expected_next(story_id, got_file, gates, sprint)
     if expected == "none":
-        elsewhere = _any_story_file(project, files, story_id)
+        elsewhere = _any_story_file(project, files, story_id, str(got.get("title") or ""))
         if elsewhere:
             names = ", ".join(str(p.relative_to(project)) for p in elsewhere[:3])
             return {"next_ok": False, "judged": f"drafted, but a file carries its id: {names}"}

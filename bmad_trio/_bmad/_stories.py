@@ -174,10 +174,8 @@ def story_dirs_near(epic_path: Path) -> tuple[Path, ...]:
 
 _ARCHIVE = re.compile(r"^archived?s?$|^archive[-_ ]", re.IGNORECASE)
 _HEAD_TITLE = re.compile(
-    r"^#\s*Story\s+\d+\.\d+[A-Za-z]?\s*[:\-\u2013\u2014]?\s*(.*)$", re.IGNORECASE
+    r"^#\s*Story\s+(\d+\.\d+[A-Za-z]?)\s*[:\-\u2013\u2014]?\s*(.*)$", re.IGNORECASE
 )
-
-
 _FRONT_TITLE = re.compile(r"""^title:\s*["']?(.*?)["']?\s*$""")
 
 
@@ -196,17 +194,21 @@ def _archive_dirs(layout: Layout, directories: Sequence[Path]) -> list[Path]:
     return found
 
 
-def _heading_title(path: Path) -> str | None:
+def _head(path: Path) -> tuple[str | None, str | None]:
+    """(story id, title) from a file's ``# Story N.M: title`` heading or front-matter ``title:``."""
     try:
         with path.open(encoding="utf-8", errors="replace") as handle:
             head = [handle.readline() for _ in range(15)]
     except OSError:
-        return None
+        return None, None
     for line in head:
-        match = _HEAD_TITLE.match(line.strip()) or _FRONT_TITLE.match(line.strip())
+        match = _HEAD_TITLE.match(line.strip())
         if match is not None:
-            return match.group(1).strip()
-    return None
+            return match.group(1), match.group(2).strip()
+        front = _FRONT_TITLE.match(line.strip())
+        if front is not None:
+            return None, front.group(1).strip()
+    return None, None
 
 
 def _archived(
@@ -219,7 +221,8 @@ def _archived(
     """A finished story moved to an archive folder (``docs/archive/v1.2/story-3.2-….md``).
 
     Archives also hold stories of an older numbering, so an archived file counts only when its
-    title is the epic's (by its ``# Story`` heading or its name) and its status says done: it is
+    title is the epic's (by its ``# Story`` heading, front-matter ``title:`` or its name; a file
+    named for another id only by its heading's id and title) and its status says done: it is
     proof that the story is finished, never a file to continue work in."""
     if not title:
         return StoryFileChoice(None, "no file yet")
@@ -230,12 +233,16 @@ def _archived(
             listings[folder] = _story_files(folder, True)
         for path in listings[folder]:
             rest = _name_rest(path.name, epic, number)
-            if rest is None or _SUB_STORY.match(rest):
+            if rest is not None and _SUB_STORY.match(rest):
                 continue
-            heading = _heading_title(path)
-            same = (heading is not None and story_slug(heading) == slug) or (
-                _rest_slug(rest) == slug or _title_score(title, rest) >= 0.5
-            )
+            head_id, heading = _head(path)
+            if head_id is not None and not same_story_id(head_id, story_id):
+                continue  # its heading names another story (the name is the mistake)
+            titled = heading is not None and story_slug(heading) == slug
+            if rest is None:  # misnamed (story-5.3.x.md holding "# Story 3.3: x"): heading only
+                same = titled and head_id is not None
+            else:
+                same = titled or _rest_slug(rest) == slug or _title_score(title, rest) >= 0.5
             if not same:
                 continue
             safe = ensure_inside(layout.project, path, what=f"story {story_id} file")

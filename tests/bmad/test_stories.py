@@ -315,7 +315,13 @@ def test_a_done_story_moved_to_an_archive_folder_is_found_not_redrafted(tmp_path
     (archive / "story-4.1-ecologic-format.md").write_text(
         '---\nstory_id: 4.1\ntitle: "CSV Exports"\nstatus: Done\n---\n\n# CSV\n', encoding="utf-8"
     )
+    (archive / "story-5.5.signup-check.md").write_text(
+        "# Story 3.5: Signup check\n\n- **Statut**: Done\n", encoding="utf-8"
+    )
     layout = detect_layout(tmp_path)
+    misnamed = locate_story_file(layout, "3.5", "Signup check")
+    assert misnamed.path == (archive / "story-5.5.signup-check.md").resolve()
+    assert locate_story_file(layout, "5.5", "Signup check").path is None  # heading says 3.5
     front = locate_story_file(layout, "4.1", "CSV Exports")
     assert front.path == (archive / "story-4.1-ecologic-format.md").resolve()
     found = locate_story_file(layout, "3.2", "User Admin API and Screens")
