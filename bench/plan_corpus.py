@@ -102,7 +102,7 @@ _CATEGORIES: tuple[tuple[str, str], ...] = (
     ("draft", r"draft|backlog|proposed|planned|todo|not\s+started|brouillon|\u00e0\s+faire"),
     (
         "blocked",
-        r"blocked|on\s+hold|deferred|postponed|cancell?ed|superseded|obsolete|failed|paused"
+        r"blocked|on[\s-]+hold|deferred|postponed|cancell?ed|superseded|obsolete|failed|paused"
         r"|bloqu\w*|annul\w*",
     ),
     (
