@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ._bmad import (
+    BmadVersion,
     Epic,
     EpicStory,
     Layout,
@@ -40,13 +41,24 @@ _NEXT: dict[StoryStatus | None, str] = {
     StoryStatus.FAILED: "nothing (failed; fix by hand, then resume)",
     StoryStatus.BLOCKED: "nothing (blocked)",
 }
+# v6 has no QA gate: its skill chain is create-story → dev-story → code-review, and code review
+# sets the story's status itself (done, or back to in-progress).
+_NEXT_V6: dict[StoryStatus | None, str] = {
+    None: "create-story drafts the story file",
+    StoryStatus.IN_PROGRESS: "Dev continues (with review findings if any)",
+    StoryStatus.REVIEW: "code review (done, or back to in-progress)",
+}
 _STOPPED = (StoryStatus.DONE, StoryStatus.FAILED, StoryStatus.BLOCKED)
 
 
-def next_action(status: StoryStatus | None, *, auto_approve: bool = True) -> str:
-    """The decision table's next step for a story in ``status``."""
+def next_action(
+    status: StoryStatus | None, *, auto_approve: bool = True, version: BmadVersion = "v4"
+) -> str:
+    """The decision table's next step for a story in ``status``, worded for the BMAD ``version``."""
     if status is StoryStatus.DRAFT and not auto_approve:
         return "wait for approval (auto_approve is off)"
+    if version == "v6" and status in _NEXT_V6:
+        return _NEXT_V6[status]
     return _NEXT[status]
 
 
@@ -102,9 +114,10 @@ def _story_row(
     if problem is not None:
         action = "blocked: fix the story file (see problem)"
     elif status is StoryStatus.REVIEW and state.review is not None and state.review.finished:
-        action = "done: its review already passed (no QA re-run)"
+        rerun = "review" if layout.version == "v6" else "QA"
+        action = f"done: its review already passed (no {rerun} re-run)"
     else:
-        action = next_action(status, auto_approve=config.auto_approve)
+        action = next_action(status, auto_approve=config.auto_approve, version=layout.version)
         if waiting and status is not StoryStatus.DONE:
             action = f"after {', '.join(waiting)}: {action}"
     multiple = len(choice.candidates) > 1

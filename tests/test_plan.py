@@ -122,3 +122,39 @@ def test_a_story_at_review_with_a_newer_passing_gate_needs_no_qa(tmp_path: Path)
     assert "no QA re-run" in rows["1.1"]["next"]
     assert rows["1.2"]["review_finished"] is False
     assert rows["1.2"]["next"].startswith("QA reviews")
+
+
+def test_v6_review_step_is_the_code_review(tmp_path: Path) -> None:
+    """v6 has no QA gate: the review step of a v6 story is BMAD's code review."""
+    _write(tmp_path, "_bmad/bmm/config.yaml", "output_folder: '{project-root}/_bmad-output'\n")
+    out = "_bmad-output"
+    _write(
+        tmp_path,
+        f"{out}/planning-artifacts/epics.md",
+        "# Epics\n\n## Epic 1: A\n\n### Story 1.1: Log in\n\n### Story 1.2: Log out\n",
+    )
+    _write(
+        tmp_path,
+        f"{out}/implementation-artifacts/sprint-status.yaml",
+        "development_status:\n  epic-1: in-progress\n  1-1-log-in: review\n  1-2-log-out: backlog\n",
+    )
+    _write(
+        tmp_path,
+        f"{out}/implementation-artifacts/1-1-log-in.md",
+        "# Story 1.1: Log in\n\nStatus: review\n",
+    )
+    plan = _plan(tmp_path, "1")
+    assert plan["layout"] == "v6"
+    rows = {s["story_id"]: s for s in plan["stories"]}  # type: ignore[union-attr]
+    assert rows["1.1"]["next"].startswith("code review")
+    assert "QA" not in rows["1.1"]["next"]
+    assert rows["1.2"]["next"] == "create-story drafts the story file"
+
+
+def test_v4_review_step_is_qa_and_its_gate(tmp_path: Path) -> None:
+    _write(tmp_path, ".bmad-core/core-config.yaml", "devStoryLocation: docs/stories\n")
+    _write(tmp_path, "docs/prd/epic-1.md", "# Epic 1: A\n\n### Story 1.1: A\n")
+    _write(tmp_path, "docs/stories/1.1.story.md", _story("Review", "1.1"))
+    plan = _plan(tmp_path, "1")
+    assert plan["layout"] == "v4"
+    assert plan["stories"][0]["next"] == "QA reviews and writes the gate"  # type: ignore[index]

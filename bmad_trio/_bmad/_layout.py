@@ -7,8 +7,8 @@ v4's locations are searched after v6's. Explicit overrides win over everything. 
 directory of its own: gates go to ``{implementation_artifacts}/qa/gates``.
 
 Story files are searched in ``story_dirs`` (the configured story location first, then the v6
-``story_location`` of sprint-status.yaml, ``sprint_artifacts``, implementation artifacts and their
-``stories/`` folders). A configured absolute path from another machine is re-rooted in the project
+``story_location`` of sprint-status.yaml, ``sprint_artifacts``, implementation artifacts,
+``{output_folder}/sprint-artifacts`` (early v6) and their ``stories/`` folders). A configured absolute path from another machine is re-rooted in the project
 when its tail exists here; what cannot be placed is said in ``notes``.
 """
 
@@ -292,10 +292,14 @@ def _v6_layout(project: Path, bmad: Path) -> Layout:
     )
     names |= {"implementation_artifacts": str(implementation)}
     sprint = place("sprint_artifacts", implementation, **names)
+    # Early v6 (6.0 betas) kept sprint-status.yaml and the stories in
+    # ``{output_folder}/sprint-artifacts`` even when the config names an implementation folder.
+    early = output / "sprint-artifacts"
     sprint_status = _first_file(
         [
             implementation / "sprint-status.yaml",
             sprint / "sprint-status.yaml",
+            early / "sprint-status.yaml",
             output / "sprint-status.yaml",
         ]
     ) or (implementation / "sprint-status.yaml")
@@ -314,6 +318,8 @@ def _v6_layout(project: Path, bmad: Path) -> Layout:
         implementation / "stories",
         sprint,
         sprint / "stories",
+        early,
+        early / "stories",
         output / "stories",
         project / "docs" / "stories",
     ]

@@ -22,7 +22,7 @@ from ._layout import Layout
 from ._markdown import Heading, find_section, scan_headings, section_of
 from ._sprint_status import read_sprint_status
 from ._status import StoryStatus
-from ._status_line import StatusLine, find_status_line
+from ._status_line import StatusLine, find_status_line, read_story_status
 from ._textio import ensure_inside, read_text_doc, split_lines
 
 __all__ = [
@@ -172,6 +172,88 @@ def story_dirs_near(epic_path: Path) -> tuple[Path, ...]:
     return (epic_path.parent.parent / "stories", epic_path.parent / "stories")
 
 
+_ARCHIVE = re.compile(r"^archived?s?$|^archive[-_ ]", re.IGNORECASE)
+_HEAD_TITLE = re.compile(
+    r"^#\s*Story\s+(\d+\.\d+[A-Za-z]?)\s*[:\-\u2013\u2014]?\s*(.*)$", re.IGNORECASE
+)
+_FRONT_TITLE = re.compile(r"""^title:\s*["']?(.*?)["']?\s*$""")
+
+
+def _archive_dirs(layout: Layout, directories: Sequence[Path]) -> list[Path]:
+    """Folders named ``archive*`` inside or beside the story folders, or under ``docs/``."""
+    parents = dict.fromkeys(
+        [*directories, *(d.parent for d in directories), layout.project / "docs"]
+    )
+    found: list[Path] = []
+    for parent in parents:
+        if not parent.is_dir() or not parent.is_relative_to(layout.project):
+            continue
+        for child in sorted(parent.iterdir()):
+            if child.is_dir() and _ARCHIVE.match(child.name) and child not in found:
+                found.append(child)
+    return found
+
+
+def _head(path: Path) -> tuple[str | None, str | None]:
+    """(story id, title) from a file's ``# Story N.M: title`` heading or front-matter ``title:``."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            head = [handle.readline() for _ in range(15)]
+    except OSError:
+        return None, None
+    for line in head:
+        match = _HEAD_TITLE.match(line.strip())
+        if match is not None:
+            return match.group(1), match.group(2).strip()
+        front = _FRONT_TITLE.match(line.strip())
+        if front is not None:
+            return None, front.group(1).strip()
+    return None, None
+
+
+def _archived(
+    layout: Layout,
+    story_id: str,
+    title: str | None,
+    directories: Sequence[Path],
+    listings: dict[Path, list[Path]],
+) -> StoryFileChoice:
+    """A finished story moved to an archive folder (``docs/archive/v1.2/story-3.2-….md``).
+
+    Archives also hold stories of an older numbering, so an archived file counts only when its
+    title is the epic's (by its ``# Story`` heading, front-matter ``title:`` or its name; a file
+    named for another id only by its heading's id and title) and its status says done: it is
+    proof that the story is finished, never a file to continue work in."""
+    if not title:
+        return StoryFileChoice(None, "no file yet")
+    epic, number = split_story_id(story_id)
+    slug = story_slug(title)
+    for folder in _archive_dirs(layout, directories):
+        if folder not in listings:
+            listings[folder] = _story_files(folder, True)
+        for path in listings[folder]:
+            rest = _name_rest(path.name, epic, number)
+            if rest is not None and _SUB_STORY.match(rest):
+                continue
+            head_id, heading = _head(path)
+            if head_id is not None and not same_story_id(head_id, story_id):
+                continue  # its heading names another story (the name is the mistake)
+            titled = heading is not None and story_slug(heading) == slug
+            if rest is None:  # misnamed (story-5.3.x.md holding "# Story 3.3: x"): heading only
+                same = titled and head_id is not None
+            else:
+                same = titled or _rest_slug(rest) == slug or _title_score(title, rest) >= 0.5
+            if not same:
+                continue
+            safe = ensure_inside(layout.project, path, what=f"story {story_id} file")
+            if read_story_status(safe).status is StoryStatus.DONE:
+                return StoryFileChoice(safe, f"done, archived as {path.name}", (safe,))
+            return StoryFileChoice(
+                None, f"no file yet (an unfinished copy is archived: {path.name})"
+            )
+    return StoryFileChoice(None, "no file yet")
+
+
 def locate_story_file(
     layout: Layout,
     story_id: str,
@@ -187,6 +269,7 @@ def locate_story_file(
     every file named for the id counts, except sub-stories (``1.1.2-…``) and sibling files
     (``….validation-report.md``, ``….context.md``, a file whose heading names another story).
     Several left: the title match, then the closest title, then ``.story.md``, then the shallowest.
+    None left: a done story with the same title in an ``archive*`` folder (see :func:`_archived`).
     Subfolders are searched in the story location and in folders named ``stories``. ``listings``
     is a cache of directory listings the caller may share between stories (one ``plan``).
     """
@@ -252,7 +335,7 @@ def locate_story_file(
         if named:
             names = ", ".join(p.name for p, _ in named[:3])
             return StoryFileChoice(None, f"only sub-stories or sibling files ({names})")
-        return StoryFileChoice(None, "no file yet")
+        return _archived(layout, story_id, title, directories, listings)
     paths = tuple(
         ensure_inside(layout.project, p, what=f"story {story_id} file") for p, _ in candidates
     )

@@ -175,3 +175,27 @@ def test_wrong_type_in_config_is_named(tmp_path: Path) -> None:
 def test_missing_project_directory(tmp_path: Path) -> None:
     with pytest.raises(ProjectError, match="does not exist"):
         detect_layout(tmp_path / "nope")
+
+
+def test_v6_sprint_artifacts_under_the_output_folder(tmp_path: Path) -> None:
+    """Early v6 wrote sprint-status.yaml and stories to ``{output_folder}/sprint-artifacts`` while
+    the config names an implementation folder that was never created: both are still found."""
+    (tmp_path / "_bmad/bmm").mkdir(parents=True)
+    (tmp_path / "_bmad/bmm/config.yaml").write_text(
+        'output_folder: "{project-root}/docs"\n'
+        'implementation_artifacts: "{project-root}/docs/implementation-artifacts"\n',
+        encoding="utf-8",
+    )
+    sprint = tmp_path / "docs/sprint-artifacts"
+    sprint.mkdir(parents=True)
+    (sprint / "sprint-status.yaml").write_text(
+        "development_status:\n  epic-1: done\n  1-1-set-up: done\n", encoding="utf-8"
+    )
+    (sprint / "1-1-set-up.md").write_text("# Story 1.1: Set up\n\nStatus: done\n", encoding="utf-8")
+    layout = detect_layout(tmp_path)
+    root = tmp_path.resolve()
+    assert layout.sprint_status_path == root / "docs/sprint-artifacts/sprint-status.yaml"
+    assert root / "docs/sprint-artifacts" in layout.story_search_dirs
+    from bmad_trio._bmad import locate_story_file
+
+    assert locate_story_file(layout, "1.1", "Set up").path == sprint.resolve() / "1-1-set-up.md"

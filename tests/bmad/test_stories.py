@@ -292,3 +292,43 @@ def test_fifty_story_files_are_found_and_parsed(tmp_path: Path) -> None:
     layout = detect_layout(tmp_path, story_location=".")
     stories = [parse_story(find_story_file(layout, f"1.{n}") or tmp_path) for n in range(1, 51)]
     assert [s.story_id for s in stories] == [f"1.{n}" for n in range(1, 51)]
+
+
+def test_a_done_story_moved_to_an_archive_folder_is_found_not_redrafted(tmp_path: Path) -> None:
+    """A finished story moved to ``docs/archive/…`` counts when its title matches the epic's;
+    an archived file of another story with the same number (renumbered) does not."""
+    from bmad_trio._bmad import detect_layout, locate_story_file
+
+    (tmp_path / "docs/stories").mkdir(parents=True)
+    archive = tmp_path / "docs/archive/v1-and-earlier"
+    archive.mkdir(parents=True)
+    (archive / "story-3.2.user-admin-api.md").write_text(
+        "# Story 3.2 : User Admin API and Screens\n\n## Status\n**Done** (2025-01-27)\n",
+        encoding="utf-8",
+    )
+    (archive / "story-3.3-live-ticket.md").write_text(
+        "# Story 3.3: Live ticket\n\n## Status\nDone\n", encoding="utf-8"
+    )
+    (archive / "story-3.4-exports.md").write_text(
+        "# Story 3.4: Exports\n\n## Status\nIn Progress\n", encoding="utf-8"
+    )
+    (archive / "story-4.1-ecologic-format.md").write_text(
+        '---\nstory_id: 4.1\ntitle: "CSV Exports"\nstatus: Done\n---\n\n# CSV\n', encoding="utf-8"
+    )
+    (archive / "story-5.5.signup-check.md").write_text(
+        "# Story 3.5: Signup check\n\n- **Statut**: Done\n", encoding="utf-8"
+    )
+    layout = detect_layout(tmp_path)
+    misnamed = locate_story_file(layout, "3.5", "Signup check")
+    assert misnamed.path == (archive / "story-5.5.signup-check.md").resolve()
+    assert locate_story_file(layout, "5.5", "Signup check").path is None  # heading says 3.5
+    front = locate_story_file(layout, "4.1", "CSV Exports")
+    assert front.path == (archive / "story-4.1-ecologic-format.md").resolve()
+    found = locate_story_file(layout, "3.2", "User Admin API and Screens")
+    assert found.path == (archive / "story-3.2.user-admin-api.md").resolve()
+    assert "archive" in found.reason
+    renumbered = locate_story_file(layout, "3.3", "Signup validation")
+    assert renumbered.path is None
+    unfinished = locate_story_file(layout, "3.4", "Exports")
+    assert unfinished.path is None
+    assert "story-3.4-exports.md" in unfinished.reason
