@@ -1,7 +1,7 @@
 """ClaudeAgentRunner: the real AgentRunner, over claude-agent-sdk and the Claude Code CLI.
 
-One call to :meth:`ClaudeAgentRunner.run_session` is one agent session, and it runs entirely in the
-calling task: it opens the SDK client, sends the prompt, reads every message up to the ResultMessage
+One call to :meth:`ClaudeAgentRunner.run_session` is one agent session, and it runs entirely inside
+the call (in a task group of its own): it opens the SDK client, sends the prompt, reads every message up to the ResultMessage
 and closes the client. No task group or cancel scope is ever held across a ``yield``; the SDK's
 message iterator is always read to its end or closed with ``aclosing`` (never abandoned with
 ``break``). Deadlines are two cancel scopes owned here: the overall session timeout and an idle
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio
 
 from ._agent import AgentMessage, Outcome, SessionResult, SessionSpec, ToolCall
-from ._cli_process import CLIProcesses, tagged_pids
+from ._cli_process import CLIProcesses
 from ._permissions import tool_denial
 
 if TYPE_CHECKING:
@@ -98,19 +98,6 @@ def _jsonable(value: object) -> object:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
-
-
-async def _kill_and_wait(tag: str, timeout_s: float = 2.0) -> None:
-    """Kill every process of the session and return once none is left (or ``timeout_s`` passed).
-
-    SIGKILL is delivered asynchronously; polling /proc (a few ms a scan) makes "gone" mean gone.
-    """
-    deadline = anyio.current_time() + timeout_s
-    # Polling: these are not our children, so there is no exit event to wait on.
-    while CLIProcesses.kill_session(tag) and anyio.current_time() < deadline:  # noqa: ASYNC110
-        await anyio.sleep(0.01)
-    while tagged_pids(tag) and anyio.current_time() < deadline:  # noqa: ASYNC110
-        await anyio.sleep(0.01)
 
 
 def _category_for(status: int | None, reported: str | None) -> str:
@@ -249,7 +236,7 @@ class ClaudeAgentRunner:
         env: dict[str, str] = {**defaults, **self._env, **spec.env, **session_env}
         if self._isolate_config and "CLAUDE_CONFIG_DIR" not in {**os.environ, **env}:
             config_dir = processes.directory / "config"
-            config_dir.mkdir(exist_ok=True)
+            config_dir.mkdir(mode=0o700, exist_ok=True)  # transcripts: prompts and tool output
             env["CLAUDE_CONFIG_DIR"] = str(config_dir)
         system_prompt: SystemPromptPreset = {"type": "preset", "preset": "claude_code"}
         if spec.system_prompt:
@@ -293,25 +280,54 @@ class ClaudeAgentRunner:
         state.idle_deadline = now + spec.idle_timeout_s
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch, spec, state, tag, deadline)
-                # Shielded: the SDK stream is always read to its end (killing the CLI ends it), so
-                # no SDK generator is ever abandoned half-way. The deadline is a safety net only.
-                with anyio.CancelScope(shield=True, deadline=deadline + _STREAM_GRACE_S):
-                    await self._read_stream(spec, options, state, messages)
-                state.finished = True
-                tg.cancel_scope.cancel()
+                tg.start_soon(self._watch, spec, state, processes, tag, deadline)
+                # The stream is read in a child task, never in this one: a native asyncio cancel
+                # (asyncio.timeout, wait_for, task.cancel) and trio's KeyboardInterrupt land in
+                # the task that called us, ignoring shields. Here that is the task group's exit,
+                # which cancels the watchdog (it kills the session at once) while the shielded
+                # reader goes on to the end of the stream. In the reader they would interrupt the
+                # SDK mid-read, whose cleanup then waits 5 s for a CLI that is still running.
+                tg.start_soon(
+                    self._read_to_end, spec, options, state, messages, tg.cancel_scope, deadline
+                )
         finally:
             if messages is not None:
                 messages.close()
             state.stopping = True
-            with anyio.CancelScope(shield=True):  # a tool left running in the background dies too
-                await _kill_and_wait(tag)
+            # A tool left running in the background dies too. Shielded: bounded by the kill's
+            # own timeout (a few seconds at worst), and the session must not outlive this call.
+            with anyio.CancelScope(shield=True):
+                await processes.kill_session(tag)
         # The group's own cancel can absorb an outer cancellation on asyncio: surface it here.
         await anyio.lowlevel.checkpoint_if_cancelled()
         return self._result(state, time.monotonic() - wall_start)
 
+    async def _read_to_end(
+        self,
+        spec: SessionSpec,
+        options: ClaudeAgentOptions,
+        state: _SessionState,
+        messages: MemoryObjectSendStream[AgentMessage] | None,
+        group: anyio.CancelScope,
+        deadline: float,
+    ) -> None:
+        """Read the SDK stream to its end, then stop the watchdog.
+
+        Shielded: the SDK stream is always read to its end (killing the CLI ends it), so no SDK
+        generator is ever abandoned half-way. The session deadline plus a grace is a safety net.
+        """
+        with anyio.CancelScope(shield=True, deadline=deadline + _STREAM_GRACE_S):
+            await self._read_stream(spec, options, state, messages)
+        state.finished = True
+        group.cancel(reason="the session's message stream ended")
+
     async def _watch(
-        self, spec: SessionSpec, state: _SessionState, tag: str, deadline: float
+        self,
+        spec: SessionSpec,
+        state: _SessionState,
+        processes: CLIProcesses,
+        tag: str,
+        deadline: float,
     ) -> None:
         """Enforce the session and idle deadlines; on either, or on cancel, kill the session."""
         try:
@@ -328,7 +344,9 @@ class ClaudeAgentRunner:
         finally:
             if not state.finished:
                 state.stopping = True
-                CLIProcesses.kill_session(tag)
+                # Shielded: we are usually here because of a cancel. Bounded by the kill's timeout.
+                with anyio.CancelScope(shield=True):
+                    await processes.kill_session(tag)
 
     async def _read_stream(
         self,
