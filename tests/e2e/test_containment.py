@@ -226,6 +226,9 @@ from bmad_trio._claude_runner import ClaudeAgentRunner
 from bmad_trio.testing import FakeAnthropicAPI, Reply, Rule, Scenario
 
 backend, command, cwd = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+if sys.argv[4:] == ["portable"]:
+    from bmad_trio import _cli_process
+    _cli_process._LINUX = False  # the non-Linux fallback: no subreaper, no lifeline, tags only
 
 async def main():
     scenario = Scenario(responders=[Rule(turn=1, reply=Reply.tools(Reply.bash(command)))])
@@ -243,11 +246,13 @@ else:
 """
 
 
-def _start_orchestrator(tmp_path: Path, backend: str, command: str) -> subprocess.Popen[str]:
+def _start_orchestrator(
+    tmp_path: Path, backend: str, command: str, *options: str
+) -> subprocess.Popen[str]:
     script = tmp_path / "orchestrator.py"
     script.write_text(textwrap.dedent(_ORCHESTRATOR))
     return subprocess.Popen(
-        [PY, str(script), backend, command, str(tmp_path)],
+        [PY, str(script), backend, command, str(tmp_path), *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -291,6 +296,74 @@ def test_a_signalled_orchestrator_leaves_nothing_running(
         assert directory.exists()
         with CLIProcesses():
             assert not directory.exists(), "a dead orchestrator's temp dir was not cleaned"
+
+
+# --- the portable fallback (no subreaper, no lifeline), exercised on Linux ---------------------
+
+
+@pytest.fixture
+def portable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runners created in the test use the non-Linux fallback of the containment layer."""
+    monkeypatch.setattr(layer, "_LINUX", False)
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("portable")
+async def test_portable_fallback_kills_tagged_tools_on_cancel_and_at_the_end(
+    tmp_path: Path, reap_stragglers: list[str]
+) -> None:
+    marker = tmp_path / "running"
+    background, slow = "time.sleep(60.32)", "time.sleep(60.33)"
+    reap_stragglers += [background, slow]
+    leave_running = f"setsid {PY} -c 'import time; time.sleep(60.32)' </dev/null >/dev/null 2>&1 &"
+    scenario = Scenario(
+        responders=[
+            Rule(prompt_contains="BG", turn=1, reply=Reply.tools(Reply.bash(leave_running))),
+            Rule(
+                prompt_contains="SLOW",
+                turn=1,
+                reply=Reply.tools(Reply.bash(_long_tool(marker, 60.33))),
+            ),
+        ],
+        default=Reply.text("done"),
+    )
+    async with FakeAnthropicAPI(scenario) as api, _runner(api) as runner:
+        result = await runner.run_session(_spec(tmp_path, "BG"))
+        assert result.outcome is Outcome.OK, result.error
+        assert await anyio.to_thread.run_sync(_wait_for, _nothing_left(os.getpid(), background), 10)
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_when_the_tool_runs() -> None:
+                    while not marker.exists():  # noqa: ASYNC110 - another process's file
+                        await anyio.sleep(0.02)
+                    scope.cancel(reason="the test cancels mid-tool")
+
+                tg.start_soon(cancel_when_the_tool_runs)
+                await runner.run_session(_spec(tmp_path, "SLOW"))
+        assert scope.cancelled_caught
+        assert await anyio.to_thread.run_sync(_wait_for, _nothing_left(os.getpid(), slow), 10)
+
+
+def test_portable_fallback_dies_with_a_sigkilled_orchestrator(
+    tmp_path: Path, reap_stragglers: list[str]
+) -> None:
+    marker = tmp_path / "running"
+    reap_stragglers.append("time.sleep(60.34)")
+    child = _start_orchestrator(tmp_path, "trio", _long_tool(marker, 60.34), "portable")
+    try:
+        assert _wait_for(lambda: marker.exists() or child.poll() is not None, 60)
+        assert child.poll() is None, child.communicate()
+        signalled_at = time.monotonic()
+        child.kill()
+        gone = _wait_for(_nothing_left(child.pid, "time.sleep(60.34)"), 20)
+        gone_at = time.monotonic()
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.communicate()
+    print(f"\nSIGKILL (portable): signal->gone {gone_at - signalled_at:.3f} s")
+    assert gone, "a CLI or tool survived the orchestrator (portable fallback)"
 
 
 # --- issue 13.21: temp dirs ------------------------------------------------------------------
