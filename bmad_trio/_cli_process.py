@@ -322,8 +322,11 @@ def _processes(pids: Iterable[int]) -> list[psutil.Process]:
 
 
 def _live_descendants(proc: psutil.Process) -> list[psutil.Process]:
+    """One snapshot of parent links (Linux: /proc/*/stat, ~5x cheaper than psutil's)."""
     import psutil
 
+    if _LINUX:
+        return _processes(_descendants(proc.pid, linux=True))
     try:
         children = proc.children(recursive=True)
     except psutil.Error:
@@ -406,15 +409,17 @@ def _parent_links(linux: bool) -> Iterator[tuple[int, int]]:
         return
     import subprocess
 
-    listing = subprocess.run(
+    with subprocess.Popen(
         ["ps", "-A", "-o", "pid=", "-o", "ppid=", "-o", "stat="],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
-        check=False,
-    ).stdout
+    ) as ps:
+        listing, _ = ps.communicate()
     for line in listing.splitlines():
         parts = line.split()
-        if len(parts) >= 3 and not parts[2].startswith("Z"):
+        # ps lists itself, as our child: leave it out, or we would wait for it forever
+        if len(parts) >= 3 and not parts[2].startswith("Z") and int(parts[0]) != ps.pid:
             yield int(parts[0]), int(parts[1])
 
 

@@ -97,7 +97,15 @@ def _runner(api: FakeAnthropicAPI) -> ClaudeAgentRunner:
 
 
 def _nothing_left(pid: int, *markers: str) -> Callable[[], bool]:
-    return lambda: not orchestrator_pids(pid) and not any(_with_cmdline(m) for m in markers)
+    """No process tagged for orchestrator ``pid``, and none running a marked tool (the
+    orchestrator's own command line may name the tool: it does not count)."""
+
+    def check() -> bool:
+        if orchestrator_pids(pid):
+            return False
+        return not any(p.pid != pid for m in markers for p in _with_cmdline(m))
+
+    return check
 
 
 # --- issue 13.24: tools that drop the tag and leave the process group -----------------------
@@ -260,7 +268,9 @@ def _start_orchestrator(
 
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL, signal.SIGTERM], ids=str)
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name
+)
 def test_a_signalled_orchestrator_leaves_nothing_running(
     tmp_path: Path, backend: str, sig: signal.Signals, reap_stragglers: list[str]
 ) -> None:
