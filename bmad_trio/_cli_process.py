@@ -539,4 +539,6 @@ def _supervise(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    if SESSION_TAG not in os.environ:
+        sys.exit("bmad-trio: this is the CLI supervisor of ClaudeAgentRunner; it is not run by hand")
     sys.exit(_supervise(sys.argv))
