@@ -4,7 +4,7 @@ process and everything it starts, and make them die with the orchestrator.
 How a session is contained:
 
 - **A supervisor per session.** The SDK starts the CLI through ``cli_path``; that is a two-line
-  shell script which execs *this file* as a supervisor (``python -I _cli_process.py``; standard
+  shell script which execs *this file* as a supervisor (``python -I -S _cli_process.py``; standard
   library only, ~20 ms). The supervisor starts the real CLI as its child, forwards SIGTERM, SIGINT
   and SIGHUP to it, and when the CLI exits, kills whatever the CLI left running before it exits
   itself (so a session that ends normally leaves nothing, and the orchestrator scans nothing).
@@ -39,19 +39,18 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import re
 import selectors
-import shlex
-import shutil
 import signal
 import sys
-import tempfile
 import time
-from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING
 
+# Run as the supervisor, this file starts once per session: it imports only what the supervisor
+# needs (halving its start-up); the orchestrator's side imports the rest where it uses it.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from pathlib import Path
+
     import psutil
 
 __all__ = [
@@ -73,7 +72,6 @@ _CONTAINMENT = "BMAD_TRIO_CONTAINMENT"
 """``linux`` (subreaper, lifeline through /proc) or ``portable`` (polling, tags only)."""
 
 _DIR_PREFIX = "bmad-trio-cli-"
-_OWNED_DIR = re.compile(re.escape(_DIR_PREFIX) + r"(\d+)-(\d+)-")
 _LEGACY_DIR_AGE_S = 24 * 3600.0
 """A temp dir without an owner in its name (older versions) is removed once this old."""
 
@@ -87,6 +85,7 @@ _LINUX = sys.platform.startswith("linux") and os.path.isdir("/proc/self/fd")
 def bundled_cli_path() -> Path | None:
     """The Claude Code CLI bundled in the claude-agent-sdk wheel, found without importing the SDK."""
     import importlib.util
+    from pathlib import Path
 
     spec = importlib.util.find_spec("claude_agent_sdk")
     if spec is None or spec.origin is None:
@@ -163,6 +162,11 @@ def remove_stale_dirs(parent: Path) -> list[Path]:
 
     Blocking (a directory listing and the removals); runs once per runner.
     """
+    import re
+    import shutil
+    from pathlib import Path
+
+    owned_dir = re.compile(re.escape(_DIR_PREFIX) + r"(\d+)-(\d+)-")
     removed: list[Path] = []
     now = time.time()
     try:
@@ -178,7 +182,7 @@ def remove_stale_dirs(parent: Path) -> list[Path]:
                 continue
         except OSError:
             continue
-        owner = _OWNED_DIR.match(entry.name)
+        owner = owned_dir.match(entry.name)
         if owner is not None:
             if _owner_alive(int(owner.group(1)), int(owner.group(2))):
                 continue
@@ -194,7 +198,7 @@ def remove_stale_dirs(parent: Path) -> list[Path]:
 _WRAPPER = """\
 #!/bin/sh
 # bmad-trio: run the Claude Code CLI under a supervisor that contains it and everything it starts.
-exec {python} -I {supervisor} "$@"
+exec {python} -I -S {supervisor} "$@"
 """
 
 
@@ -207,6 +211,10 @@ class CLIProcesses:
     """
 
     def __init__(self, cli_path: Path | None = None, *, portable: bool = False) -> None:
+        import shlex
+        import tempfile
+        from pathlib import Path
+
         import psutil
 
         real = cli_path or bundled_cli_path() or _which_claude()
@@ -300,6 +308,8 @@ class CLIProcesses:
         """Drop the lifeline and the temp dir: every supervisor still running kills its session."""
         if self.closed:
             return
+        import shutil
+
         self.closed = True
         os.close(self._lifeline)
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -367,6 +377,9 @@ def _wait_gone(procs: list[psutil.Process], deadline: float) -> bool:
 
 
 def _which_claude() -> Path | None:
+    import shutil
+    from pathlib import Path
+
     found = shutil.which("claude")
     return Path(found) if found else None
 
@@ -540,5 +553,7 @@ def _supervise(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     if SESSION_TAG not in os.environ:
-        sys.exit("bmad-trio: this is the CLI supervisor of ClaudeAgentRunner; it is not run by hand")
+        sys.exit(
+            "bmad-trio: this is the CLI supervisor of ClaudeAgentRunner; it is not run by hand"
+        )
     sys.exit(_supervise(sys.argv))
