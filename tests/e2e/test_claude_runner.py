@@ -137,7 +137,7 @@ async def test_cancel_mid_tool_kills_cli_and_tool_and_next_session_runs(tmp_path
                 async def cancel_when_the_tool_runs() -> None:
                     while not set(_sleepers()) - before:  # noqa: ASYNC110 - polling another process
                         await anyio.sleep(0.05)
-                    scope.cancel()
+                    scope.cancel(reason="the test cancels mid-tool")
 
                 tg.start_soon(cancel_when_the_tool_runs)
                 await runner.run_session(_spec(tmp_path, "SLOW work"))

@@ -192,7 +192,7 @@ async def _native_cancel(
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(session, 0)  # times out at once: cancels the session, waits
     else:
-        session.cancel()
+        session.cancel(msg="the test cancels natively, mid-tool")
         with pytest.raises(asyncio.CancelledError):
             await session
     return cancelled_at
