@@ -126,6 +126,9 @@ async def test_a_tool_that_drops_its_tag_and_session_dies_with_the_session(
     async with FakeAnthropicAPI(scenario) as api, _runner(api) as runner:
         result = await runner.run_session(_spec(tmp_path, "escape"))
         assert result.outcome is Outcome.OK, result.error
+        # the CLI's config dir (its transcripts: prompts, tool output) is private
+        config = runner._ensure_processes().directory / "config"  # pyright: ignore[reportPrivateUsage]
+        assert stat.S_IMODE(config.stat().st_mode) == 0o700
         # the tool ran: its result came back to the model
         assert api.message_requests[-1].tool_results, api.message_requests[-1]
         gone = await anyio.to_thread.run_sync(_wait_for, lambda: not _with_cmdline(escapee), 10.0)
@@ -257,10 +260,14 @@ else:
 def _start_orchestrator(
     tmp_path: Path, backend: str, command: str, *options: str
 ) -> subprocess.Popen[str]:
+    """The orchestrator script in a process of its own, with a temp dir of its own (so no other
+    runner on the machine cleans up after it before the test looks)."""
     script = tmp_path / "orchestrator.py"
     script.write_text(textwrap.dedent(_ORCHESTRATOR))
+    (tmp_path / "tmp").mkdir(exist_ok=True)
     return subprocess.Popen(
         [PY, str(script), backend, command, str(tmp_path), *options],
+        env={**os.environ, "TMPDIR": str(tmp_path / "tmp")},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -303,9 +310,9 @@ def test_a_signalled_orchestrator_leaves_nothing_running(
         assert not directory.exists(), "the runner's temp dir outlived a clean interrupt"
     else:
         # killed without a chance to clean up: the dir is left, and the next runner removes it
+        assert directory.parent == tmp_path / "tmp"
         assert directory.exists()
-        with CLIProcesses():
-            assert not directory.exists(), "a dead orchestrator's temp dir was not cleaned"
+        assert layer.remove_stale_dirs(directory.parent) == [directory]
 
 
 # --- the portable fallback (no subreaper, no lifeline), exercised on Linux ---------------------
@@ -384,8 +391,9 @@ def test_temp_dirs_are_private_and_stale_ones_are_removed_live_ones_kept(tmp_pat
     with CLIProcesses() as live:
         assert stat.S_IMODE(live.directory.stat().st_mode) == 0o700
         env, _tag = live.session_env()
-        config = Path(env["BMAD_TRIO_SESSIONS_DIR"])
-        assert stat.S_IMODE(config.stat().st_mode) == 0o700
+        sessions = Path(env["BMAD_TRIO_SESSIONS_DIR"])
+        assert sessions.is_relative_to(live.directory)
+        assert stat.S_IMODE(sessions.stat().st_mode) == 0o700
         parent = live.directory.parent
         # the same pid with another start time: the pid was reused, the owner is dead
         reused = parent / (layer.private_dir_prefix(me.pid, me.create_time() - 100) + "reused")
