@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio
 
 from ._agent import AgentMessage, Outcome, SessionResult, SessionSpec, ToolCall
-from ._cli_process import CLIProcesses, tagged_pids
+from ._cli_process import CLIProcesses
 from ._permissions import tool_denial
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ _USAGE_LIMIT = re.compile(r"usage limit|limit reached|out of (?:extra )?usage", 
 _RESET_EPOCH = re.compile(r"\|(\d{10})\b")
 _MAX_TARGET = 200
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_KILL_WAIT_S = 2.0
+_KILL_WAIT_S = 5.0
 """How long a finished session waits for SIGKILLed processes to vanish from /proc."""
 _CLOSE_WAIT_S = 10.0
 """How long :meth:`ClaudeAgentRunner.aclose` waits for running sessions to unwind."""
@@ -136,19 +136,6 @@ def _jsonable(value: object) -> object:
     return _safe(str(value))
 
 
-async def _kill_and_wait(tag: str, timeout_s: float = _KILL_WAIT_S) -> None:
-    """Kill every process of the session and return once none is left (or ``timeout_s`` passed).
-
-    SIGKILL is delivered asynchronously; polling /proc (a few ms a scan) makes "gone" mean gone.
-    """
-    deadline = anyio.current_time() + timeout_s
-    # Polling: these are not our children, so there is no exit event to wait on.
-    while CLIProcesses.kill_session(tag) and anyio.current_time() < deadline:  # noqa: ASYNC110
-        await anyio.sleep(0.01)
-    while tagged_pids(tag) and anyio.current_time() < deadline:  # noqa: ASYNC110
-        await anyio.sleep(0.01)
-
-
 def _category_for(status: int | None, reported: str | None) -> str:
     """An API error's category: from the HTTP status when known, else what the CLI reported."""
     if status == 400 or status == 413:
@@ -177,6 +164,7 @@ def _session_transport(
     prompt: AsyncIterator[dict[str, Any]],
     options: ClaudeAgentOptions,
     state: _SessionState,
+    processes: CLIProcesses,
     tag: str,
 ) -> Transport:
     """The SDK's own subprocess transport, except that ``close()`` kills the session first.
@@ -201,7 +189,10 @@ def _session_transport(
             process = self._process
             if process is not None:
                 state.stopping = True
-                CLIProcesses.kill_session(tag)
+                # Shielded: the SDK may close us from a cancelled scope. Bounded by the layer's
+                # own wait (it gives up after a few seconds, every process SIGKILLed by then).
+                with anyio.move_on_after(2 * _KILL_WAIT_S, shield=True):
+                    await processes.kill_session(tag, _KILL_WAIT_S)
             try:
                 await super().close()
             finally:
@@ -368,7 +359,7 @@ class ClaudeAgentRunner:
         env: dict[str, str] = {**defaults, **self._env, **spec.env, **session_env}
         if self._isolate_config and "CLAUDE_CONFIG_DIR" not in {**os.environ, **env}:
             config_dir = processes.directory / "config"
-            config_dir.mkdir(exist_ok=True)
+            config_dir.mkdir(mode=0o700, exist_ok=True)  # transcripts: prompts and tool output
             env["CLAUDE_CONFIG_DIR"] = str(config_dir)
         system_prompt: SystemPromptPreset = {"type": "preset", "preset": "claude_code"}
         if spec.system_prompt:
@@ -431,9 +422,9 @@ class ClaudeAgentRunner:
             # Our transport's close() has killed the session already, unless the SDK never got as
             # far as starting it; this also catches a tool that forked while we were killing.
             # Shielded so that a cancelled caller still waits until the processes are gone;
-            # bounded, though _kill_and_wait already gives up after _KILL_WAIT_S.
+            # bounded, though the layer's kill already gives up after a few seconds.
             with anyio.move_on_after(2 * _KILL_WAIT_S, shield=True):
-                await _kill_and_wait(tag)
+                await processes.kill_session(tag, _KILL_WAIT_S)
             state.done.set()
         # A caller's cancel that arrived while a scope of ours was absorbing its own (the reading
         # scope, _unwind's) is still pending: surface it rather than return a result.
@@ -462,7 +453,7 @@ class ClaudeAgentRunner:
             yield {"type": "user", "message": {"role": "user", "content": spec.prompt}}
 
         the_prompt = prompt()
-        transport = _session_transport(the_prompt, options, state, tag)
+        transport = _session_transport(the_prompt, options, state, self._ensure_processes(), tag)
         stream = cast(
             "AsyncGenerator[Message, None]",
             query(prompt=the_prompt, options=options, transport=transport),

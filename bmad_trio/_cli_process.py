@@ -1,68 +1,91 @@
-"""Keep every Claude Code CLI process, and every tool it starts, tied to the orchestrator.
+"""The one platform layer for process containment: start, find and kill every Claude Code CLI
+process and everything it starts, and make them die with the orchestrator.
 
-The SDK starts the CLI through ``cli_path``; we point that at a small shell wrapper. Each session's
-environment carries a unique tag, ``BMAD_TRIO_SESSION=<id>``, which the CLI and every tool it runs
-inherit (the CLI starts Bash tools in sessions of their own, so a process group would miss them).
+How a session is contained:
 
-- To stop a session we kill every process that carries its tag (:meth:`CLIProcesses.kill_session`).
-- To die with the orchestrator even on SIGKILL, the wrapper starts an untagged watcher that blocks
-  on a *lifeline*: a pipe whose only write end the orchestrator holds. When the orchestrator dies,
-  the kernel closes that end, the watcher reads EOF and kills every process with the tag.
+- **A supervisor per session.** The SDK starts the CLI through ``cli_path``; that is a two-line
+  shell script which execs *this file* as a supervisor (``python -I -S _cli_process.py``; standard
+  library only, ~20 ms). The supervisor starts the real CLI as its child, forwards SIGTERM, SIGINT
+  and SIGHUP to it, and when the CLI exits, kills whatever the CLI left running before it exits
+  itself (so a session that ends normally leaves nothing, and the orchestrator scans nothing).
+- **Linux: a child subreaper.** The supervisor sets ``PR_SET_CHILD_SUBREAPER``, so a tool that is
+  orphaned (``setsid``, ``nohup … &``, a double fork, ``env -i``) is re-parented to the supervisor
+  instead of init: "every descendant of the supervisor" is every process of the session, whatever
+  it did to its environment, process group or session.
+- **Everywhere: a tag.** Each session's environment carries ``BMAD_TRIO_SESSION=<tag>`` and
+  ``BMAD_TRIO_ORCHESTRATOR_PID``. Without a subreaper (macOS, or a supervisor killed from outside)
+  the tag finds processes that left the tree; a process that both drops the tag and leaves the tree
+  there is out of reach (see docs/architecture.md, "Process cleanup").
+- **Stopping a session** (:meth:`CLIProcesses.kill_session`, from a worker thread): SIGKILL the
+  supervisor's descendants and ask the supervisor (SIGUSR1) to do the same and exit; "gone" is
+  when the supervisor has exited, which it does only once its tree is empty. A ``<tag>.killed``
+  marker stops a supervisor that has not started its CLI yet.
+- **Dying with the orchestrator.** Linux: the supervisor blocks on a *lifeline*, a pipe whose only
+  write end the orchestrator holds (opened through ``/proc/<pid>/fd``); when the orchestrator dies,
+  even by SIGKILL, or closes the runner, the pipe reaches EOF and the supervisor kills its tree.
+  Elsewhere the supervisor polls (0.2 s) for a new parent or a removed session directory.
   (``PR_SET_PDEATHSIG`` is tied to the thread that forked, and trio forks from worker threads that
-  come and go, so a pipe is the robust signal.)
+  come and go, so it is not used.)
+- **Temp dirs.** Each runner's files (wrapper, session records, the CLI's config and transcripts)
+  live in a 0700 directory whose name records the owner's pid and start time; a new runner removes
+  the directories of owners that are gone (a reused pid has another start time).
+
+Everything here except :meth:`CLIProcesses.kill_session` is cheap; module-level imports are standard
+library only because this file is also the supervisor's script.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
-import shutil
+import selectors
 import signal
-import tempfile
-from pathlib import Path
+import sys
+import time
+
+# Run as the supervisor, this file starts once per session: it imports only what the supervisor
+# needs (halving its start-up); the orchestrator's side imports the rest where it uses it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from pathlib import Path
+
+    import psutil
 
 __all__ = [
     "CLIProcesses",
     "bundled_cli_path",
     "orchestrator_pids",
     "pids_with_env",
+    "private_dir_prefix",
+    "remove_stale_dirs",
     "tagged_pids",
 ]
 
 SESSION_TAG = "BMAD_TRIO_SESSION"
-WATCHER_TAG = "BMAD_TRIO_WATCHER"
-"""The lifeline watcher carries its session's tag under this name, so it never kills itself."""
+ORCHESTRATOR_PID = "BMAD_TRIO_ORCHESTRATOR_PID"
+_CLI = "BMAD_TRIO_CLI"
+_LIFELINE_FD = "BMAD_TRIO_LIFELINE_FD"
+_SESSIONS = "BMAD_TRIO_SESSIONS_DIR"
+_CONTAINMENT = "BMAD_TRIO_CONTAINMENT"
+"""``linux`` (subreaper, lifeline through /proc) or ``portable`` (polling, tags only)."""
 
-_WRAPPER = """\
-#!/bin/sh
-# bmad-trio: run the Claude Code CLI; if the orchestrator goes away (its lifeline pipe reaches EOF),
-# kill every process tagged with this session, the CLI's tools included.
-env -u BMAD_TRIO_SESSION BMAD_TRIO_WATCHER="$BMAD_TRIO_SESSION" sh -c '
-    { while read -r _; do :; done; } < "/proc/$1/fd/$2"
-    for _ in 1 2 3; do
-        pids=$(grep -lzx -- "$3" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3)
-        [ -n "$pids" ] || break
-        kill -KILL $pids 2>/dev/null
-    done
-' bmad-trio-lifeline "$BMAD_TRIO_ORCHESTRATOR_PID" "$BMAD_TRIO_LIFELINE_FD" \\
-    "BMAD_TRIO_SESSION=$BMAD_TRIO_SESSION" </dev/null >/dev/null 2>&1 &
-watcher=$!
-# A background job's stdin is /dev/null unless redirected from a descriptor saved beforehand.
-exec 3<&0
-"$BMAD_TRIO_CLI" "$@" <&3 3<&- &
-cli=$!
-exec 3<&-
-trap 'kill -TERM "$cli" 2>/dev/null' TERM INT HUP
-wait "$cli"
-code=$?
-kill "$watcher" 2>/dev/null
-exit "$code"
-"""
+_DIR_PREFIX = "bmad-trio-cli-"
+_LEGACY_DIR_AGE_S = 24 * 3600.0
+"""A temp dir without an owner in its name (older versions) is removed once this old."""
+
+_PR_SET_CHILD_SUBREAPER = 36
+_POLL_S = 0.2
+_KILLED_EXIT = 128 + signal.SIGKILL
+
+_LINUX = sys.platform.startswith("linux") and os.path.isdir("/proc/self/fd")
 
 
 def bundled_cli_path() -> Path | None:
     """The Claude Code CLI bundled in the claude-agent-sdk wheel, found without importing the SDK."""
     import importlib.util
+    from pathlib import Path
 
     spec = importlib.util.find_spec("claude_agent_sdk")
     if spec is None or spec.origin is None:
@@ -71,21 +94,34 @@ def bundled_cli_path() -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+# --- finding processes (orchestrator side) ---------------------------------------------------
+
+
 def tagged_pids(tag: str) -> list[int]:
     """Live processes whose environment has ``BMAD_TRIO_SESSION=<tag>`` (zombies have none)."""
     return pids_with_env(SESSION_TAG, tag)
 
 
 def orchestrator_pids(pid: int) -> list[int]:
-    """Live processes started for orchestrator ``pid``: its CLIs, their tools and watchers."""
-    return pids_with_env("BMAD_TRIO_ORCHESTRATOR_PID", str(pid))
+    """Live processes started for orchestrator ``pid`` that kept its tag: supervisors, CLIs, tools."""
+    return pids_with_env(ORCHESTRATOR_PID, str(pid))
 
 
 def pids_with_env(name: str, value: str) -> list[int]:
-    """Live processes (not this one) whose environment has ``name=value``."""
+    """Live processes (not this one) whose environment has ``name=value``. A full scan: call it
+    from a worker thread in async code."""
     needle = f"{name}={value}".encode()
-    found: list[int] = []
     own = os.getpid()
+    if not _LINUX:
+        import psutil
+
+        found: list[int] = []
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if proc.pid != own and proc.environ().get(name) == value:
+                    found.append(proc.pid)
+        return found
+    found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == own:
             continue
@@ -99,24 +135,109 @@ def pids_with_env(name: str, value: str) -> list[int]:
     return found
 
 
-class CLIProcesses:
-    """Owns the lifeline pipe and the wrapper script for every CLI a runner starts.
+# --- temp dirs ---------------------------------------------------------------------------------
 
-    Creating and closing it does no blocking work worth a thread. Close it when no session runs any
-    more: every CLI still running then dies (through its watcher).
+
+def private_dir_prefix(pid: int, create_time: float) -> str:
+    """Name prefix of a runner's temp dir: its owner's pid and start time (centiseconds)."""
+    return f"{_DIR_PREFIX}{pid}-{round(create_time * 100)}-"
+
+
+def _owner_alive(pid: int, start_cs: int) -> bool:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return abs(round(proc.create_time() * 100) - start_cs) <= 2
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True  # cannot tell: keep it
+
+
+def remove_stale_dirs(parent: Path) -> list[Path]:
+    """Remove this user's runner temp dirs in ``parent`` whose owner is gone; returns them.
+
+    Blocking (a directory listing and the removals); runs once per runner.
+    """
+    import re
+    import shutil
+    from pathlib import Path
+
+    owned_dir = re.compile(re.escape(_DIR_PREFIX) + r"(\d+)-(\d+)-")
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(_DIR_PREFIX):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not entry.is_dir(follow_symlinks=False) or info.st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        owner = owned_dir.match(entry.name)
+        if owner is not None:
+            if _owner_alive(int(owner.group(1)), int(owner.group(2))):
+                continue
+        elif now - info.st_mtime < _LEGACY_DIR_AGE_S:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(Path(entry.path))
+    return removed
+
+
+# --- the runner's side -------------------------------------------------------------------------
+
+_WRAPPER = """\
+#!/bin/sh
+# bmad-trio: run the Claude Code CLI under a supervisor that contains it and everything it starts.
+exec {python} -I -S {supervisor} "$@"
+"""
+
+
+class CLIProcesses:
+    """Owns one runner's temp dir, the lifeline pipe and the wrapper every CLI is started through.
+
+    Creating it removes stale temp dirs of dead owners (blocking, once per runner). Close it when
+    no session runs any more: every CLI still running then dies (through its supervisor).
+    ``portable`` forces the non-Linux fallback (no subreaper, no lifeline; for tests).
     """
 
-    def __init__(self, cli_path: Path | None = None) -> None:
+    def __init__(self, cli_path: Path | None = None, *, portable: bool = False) -> None:
+        import shlex
+        import tempfile
+        from pathlib import Path
+
+        import psutil
+
         real = cli_path or bundled_cli_path() or _which_claude()
         if real is None:
             raise FileNotFoundError("Claude Code CLI not found (is claude-agent-sdk installed?)")
         self.real_cli = Path(real)
-        self.directory = Path(tempfile.mkdtemp(prefix="bmad-trio-cli-"))
+        self.linux = _LINUX and not portable
+        parent = Path(tempfile.gettempdir())
+        remove_stale_dirs(parent)
+        me = psutil.Process()
+        prefix = private_dir_prefix(me.pid, me.create_time())
+        self.directory = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))  # mode 0700
+        self.sessions = self.directory / "sessions"
+        self.sessions.mkdir(mode=0o700)
         self.wrapper = self.directory / "claude-wrapper"
-        self.wrapper.write_text(_WRAPPER)
+        self.wrapper.write_text(
+            _WRAPPER.format(
+                python=shlex.quote(sys.executable), supervisor=shlex.quote(str(Path(__file__)))
+            )
+        )
         self.wrapper.chmod(0o700)
         read_end, self._lifeline = os.pipe()
-        os.close(read_end)  # only the write end lives here; watchers open their own read ends
+        os.close(read_end)  # only the write end lives here; supervisors open their own read ends
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid()}-{id(self):x}"
         self.closed = False
@@ -126,35 +247,69 @@ class CLIProcesses:
         tag = f"{self._prefix}-{next(self._ids)}"
         env = {
             SESSION_TAG: tag,
-            "BMAD_TRIO_CLI": str(self.real_cli),
-            "BMAD_TRIO_ORCHESTRATOR_PID": str(os.getpid()),
-            "BMAD_TRIO_LIFELINE_FD": str(self._lifeline),
+            ORCHESTRATOR_PID: str(os.getpid()),
+            _CLI: str(self.real_cli),
+            _LIFELINE_FD: str(self._lifeline),
+            _SESSIONS: str(self.sessions),
+            _CONTAINMENT: "linux" if self.linux else "portable",
         }
         return env, tag
 
-    @staticmethod
-    def kill_session(tag: str) -> int:
-        """SIGKILL every process of the session (the CLI, its tools, its watcher); returns how many.
+    async def kill_session(self, tag: str, timeout_s: float = 5.0) -> None:
+        """Kill every process of the session; return once none is left (or ``timeout_s`` passed).
 
-        Scans up to three times so a child forked while we were killing is caught too.
+        Runs in a worker thread (the process scans never block the event loop). Not cancellable:
+        a kill that has started finishes, and it is bounded by ``timeout_s`` (plus one scan).
         """
-        killed = 0
-        for _ in range(3):
-            pids = tagged_pids(tag) + pids_with_env(WATCHER_TAG, tag)
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    killed += 1
-                except (ProcessLookupError, PermissionError):
-                    pass
-        return killed
+        import anyio
+
+        await anyio.to_thread.run_sync(self.kill_session_sync, tag, timeout_s)
+
+    def kill_session_sync(self, tag: str, timeout_s: float = 5.0) -> int:
+        """Blocking :meth:`kill_session`; returns how many processes it signalled."""
+        deadline = time.monotonic() + timeout_s
+        with contextlib.suppress(OSError):  # a supervisor not started yet exits on seeing this
+            (self.sessions / f"{tag}.killed").touch()
+        supervisor = self._supervisor(tag)
+        doomed: list[psutil.Process] = []
+        if supervisor is not None:
+            doomed += _live_descendants(supervisor)
+            _signal(supervisor, signal.SIGUSR1)  # "kill your tree and exit"
+        if supervisor is None and not (self.sessions / f"{tag}.done").exists():
+            # No supervisor to ask, and none reported its tree empty: find the session by its tag.
+            doomed += _processes(tagged_pids(tag))
+        elif not self.linux:
+            doomed += _processes(tagged_pids(tag))  # no subreaper: orphans are found by tag only
+        for proc in doomed:
+            _signal(proc, signal.SIGKILL)
+        watched = [*doomed, *([supervisor] if supervisor is not None else [])]
+        if not _wait_gone(watched, deadline) and supervisor is not None:
+            # The supervisor did not finish: do its work here, then kill it too.
+            stragglers = _live_descendants(supervisor)
+            for proc in [*stragglers, supervisor]:
+                _signal(proc, signal.SIGKILL)
+            _wait_gone([*stragglers, supervisor], time.monotonic() + 1.0)
+        return len(watched)
+
+    def _supervisor(self, tag: str) -> psutil.Process | None:
+        """The session's supervisor if it is still our (unreaped, so not reused) child."""
+        import psutil
+
+        try:
+            pid = int((self.sessions / f"{tag}.pid").read_text())
+            proc = psutil.Process(pid)
+            if proc.ppid() != os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+        except (OSError, ValueError, psutil.Error):
+            return None
+        return proc
 
     def close(self) -> None:
-        """Drop the lifeline (every wrapper still running kills its session) and the temp dir."""
+        """Drop the lifeline and the temp dir: every supervisor still running kills its session."""
         if self.closed:
             return
+        import shutil
+
         self.closed = True
         os.close(self._lifeline)
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -166,6 +321,239 @@ class CLIProcesses:
         self.close()
 
 
+def _processes(pids: Iterable[int]) -> list[psutil.Process]:
+    import psutil
+
+    found: list[psutil.Process] = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            found.append(psutil.Process(pid))
+    return found
+
+
+def _live_descendants(proc: psutil.Process) -> list[psutil.Process]:
+    """One snapshot of parent links (Linux: /proc/*/stat, ~5x cheaper than psutil's)."""
+    import psutil
+
+    if _LINUX:
+        return _processes(_descendants(proc.pid, linux=True))
+    try:
+        children = proc.children(recursive=True)
+    except psutil.Error:
+        return []
+    return [child for child in children if not _gone(child)]
+
+
+def _gone(proc: psutil.Process) -> bool:
+    """Exited: no such process any more, or a zombie (dead, waiting for its parent to reap it)."""
+    import psutil
+
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
+def _signal(proc: psutil.Process, signum: int) -> None:
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        proc.send_signal(signum)  # checks the process's identity first: no pid-reuse accidents
+
+
+def _wait_gone(procs: list[psutil.Process], deadline: float) -> bool:
+    """Poll (these are not our children: there is no exit event to wait on) until all are gone."""
+    pending = list(procs)
+    while pending:
+        pending = [proc for proc in pending if not _gone(proc)]
+        if not pending:
+            break
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
 def _which_claude() -> Path | None:
+    import shutil
+    from pathlib import Path
+
     found = shutil.which("claude")
     return Path(found) if found else None
+
+
+# --- the supervisor (this file run as a script; standard library only) -----------------------
+
+
+def _become_subreaper() -> bool:
+    """Linux: orphans among our descendants are re-parented to us, not to init."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _children_map(linux: bool) -> dict[int, list[int]]:
+    """Parent pid -> live (not zombie) child pids, for every process we can see."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in _parent_links(linux):
+        children.setdefault(ppid, []).append(pid)
+    return children
+
+
+def _parent_links(linux: bool) -> Iterator[tuple[int, int]]:
+    if linux:
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as handle:
+                    data = handle.read()
+            except OSError:
+                continue
+            fields = data[data.rindex(b")") + 2 :].split()  # after "(comm)", which may hold spaces
+            if fields[0] not in (b"Z", b"X"):
+                yield int(name), int(fields[1])
+        return
+    import subprocess
+
+    with subprocess.Popen(
+        ["ps", "-A", "-o", "pid=", "-o", "ppid=", "-o", "stat="],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as ps:
+        listing, _ = ps.communicate()
+    for line in listing.splitlines():
+        parts = line.split()
+        # ps lists itself, as our child: leave it out, or we would wait for it forever
+        if len(parts) >= 3 and not parts[2].startswith("Z") and int(parts[0]) != ps.pid:
+            yield int(parts[0]), int(parts[1])
+
+
+def _descendants(root: int, linux: bool) -> list[int]:
+    children = _children_map(linux)
+    found: list[int] = []
+    stack = list(children.get(root, []))
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, []))
+    return found
+
+
+def _reap() -> Iterator[tuple[int, int]]:
+    """Reap every exited child (orphans re-parented to us included): (pid, exit code)."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, os.waitstatus_to_exitcode(status)
+
+
+def _kill_tree(linux: bool, keep: int | None = None) -> int | None:
+    """SIGKILL every descendant until none is left; the exit code of ``keep`` if it was reaped."""
+    code: int | None = None
+    for _ in range(200):  # bounded: a fork bomb cannot keep us here
+        pids = _descendants(os.getpid(), linux)
+        for pid, exit_code in _reap():
+            if pid == keep:
+                code = exit_code
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.002)
+    for pid, exit_code in _reap():
+        if pid == keep:
+            code = exit_code
+    return code
+
+
+def _write_atomic(path: str, text: str) -> None:
+    temp = f"{path}.{os.getpid()}.tmp"
+    with open(temp, "w") as handle:
+        handle.write(text)
+    os.replace(temp, path)
+
+
+def _supervise(argv: list[str]) -> int:
+    """Run the CLI as our child until it exits, or we are told to stop, or the orchestrator goes;
+    then kill every descendant. Returns the CLI's exit status the way a shell reports it."""
+    env = os.environ
+    tag, sessions = env[SESSION_TAG], env[_SESSIONS]
+    orchestrator = int(env[ORCHESTRATOR_PID])
+    linux = env.get(_CONTAINMENT) == "linux"
+    if linux:
+        _become_subreaper()  # best effort: without it, orphans are found by their tag only
+    _write_atomic(os.path.join(sessions, f"{tag}.pid"), str(os.getpid()))
+    # The pid file is written before the marker is read, and the orchestrator writes the marker
+    # before it reads the pid file: either we see the marker, or it sees us (and signals us).
+    if os.path.exists(os.path.join(sessions, f"{tag}.killed")) or os.getppid() != orchestrator:
+        return _KILLED_EXIT
+
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    pending: list[int] = []
+    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(signum, lambda received, _frame: pending.append(received))
+    selector = selectors.DefaultSelector()
+    selector.register(wake_read, selectors.EVENT_READ)
+    lifeline: int | None = None
+    if linux:
+        try:
+            lifeline = os.open(f"/proc/{orchestrator}/fd/{env[_LIFELINE_FD]}", os.O_RDONLY)
+        except OSError:
+            return _KILLED_EXIT  # the orchestrator, or its runner, is gone already
+        os.set_blocking(lifeline, False)
+        selector.register(lifeline, selectors.EVENT_READ)
+
+    real = env[_CLI]
+    cli = os.posix_spawn(real, [real, *argv[1:]], dict(env))
+    code: int | None = None
+    stop = False
+    while code is None and not stop:
+        for key, _ in selector.select(None if lifeline is not None else _POLL_S):
+            if key.fd == wake_read:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_read, 4096)
+            else:
+                with contextlib.suppress(BlockingIOError):
+                    stop = not os.read(key.fd, 4096)  # EOF: the orchestrator or its runner closed
+        while pending:
+            received = pending.pop()
+            if received == signal.SIGUSR1:
+                stop = True
+            elif received != signal.SIGCHLD:
+                with contextlib.suppress(OSError):
+                    os.kill(cli, signal.SIGTERM)  # the SDK's graceful stop: the CLI's own cleanup
+        for pid, exit_code in _reap():
+            if pid == cli:
+                code = exit_code
+        if lifeline is None and (os.getppid() != orchestrator or not os.path.isdir(sessions)):
+            stop = True
+    reaped = _kill_tree(linux, keep=cli)
+    if code is None:
+        code = reaped if reaped is not None else -signal.SIGKILL
+    with contextlib.suppress(OSError):
+        _write_atomic(os.path.join(sessions, f"{tag}.done"), str(code))
+    return code if code >= 0 else 128 - code
+
+
+if __name__ == "__main__":
+    if SESSION_TAG not in os.environ:
+        sys.exit(
+            "bmad-trio: this is the CLI supervisor of ClaudeAgentRunner; it is not run by hand"
+        )
+    sys.exit(_supervise(sys.argv))

@@ -19,6 +19,7 @@ from claude_agent_sdk import (
     query,
 )
 
+from bmad_trio._cli_process import orchestrator_pids
 from bmad_trio.testing import FakeAnthropicAPI
 
 TOOLS = ("Read", "Write", "Edit", "Bash")
@@ -88,14 +89,25 @@ def run_cli() -> RunCli:
 
 
 def _claude_pids() -> set[str]:
-    """Our own child processes running the bundled CLI (other users' sessions are ignored)."""
+    """Our own CLI processes: children running the CLI (plain ``query()`` sessions), and every
+    process tagged as started for this process (runner sessions: supervisors, CLIs, tools).
+    Other users' sessions are ignored."""
     done = subprocess.run(
         ["pgrep", "-P", str(os.getpid()), "-f", "claude"],
         capture_output=True,
         text=True,
         check=False,
     )
-    return set(done.stdout.split())
+    return set(done.stdout.split()) | {str(pid) for pid in orchestrator_pids(os.getpid())}
+
+
+def _describe(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        return f"{pid}: {cmdline[:200]}"
+    except OSError as exc:
+        return f"{pid}: {exc}"
 
 
 @pytest.fixture
@@ -108,4 +120,4 @@ def no_leftover_cli() -> object:
     while left and time.monotonic() < deadline:
         time.sleep(0.1)
         left = _claude_pids() - before
-    assert not left, f"claude processes left behind: {left}"
+    assert not left, f"claude processes left behind: {[_describe(pid) for pid in left]}"

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import anyio
+import psutil
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
@@ -56,6 +57,15 @@ def _sleepers(orchestrator: int | None = None) -> list[int]:
         except OSError:
             pass
     return found
+
+
+def _describe(pid: int) -> str:
+    """A leftover process, for failure messages."""
+    try:
+        proc = psutil.Process(pid)
+        return f"{pid} (parent {proc.ppid()}, {proc.status()}): {' '.join(proc.cmdline())[:200]}"
+    except psutil.Error as exc:
+        return f"{pid}: {exc}"
 
 
 async def test_text_session_reports_cost_tokens_and_messages(tmp_path: Path) -> None:
@@ -138,7 +148,8 @@ async def test_cancel_mid_tool_kills_cli_and_tool_and_next_session_runs(tmp_path
         assert scope.cancelled_caught
         assert not set(_sleepers()) - before, "the Bash tool outlived its cancelled session"
         # nothing of that session is left, not even its lifeline watcher, while the runner lives on
-        assert orchestrator_pids(os.getpid()) == []
+        left = orchestrator_pids(os.getpid())
+        assert left == [], [_describe(pid) for pid in left]
         follow_up = await runner.run_session(_spec(tmp_path, "next"))
     assert follow_up.outcome is Outcome.OK
     assert follow_up.final_text == "fine"
