@@ -178,6 +178,20 @@ def _session_transport(
     )
 
     class _SessionTransport(SubprocessCLITransport):
+        _lines: AsyncGenerator[dict[str, Any], None] | None = None
+
+        def read_messages(self) -> AsyncIterator[dict[str, Any]]:
+            """The SDK's line reader, behind a plain iterator.
+
+            The SDK's reader task leaves its ``async for`` with ``break`` once the query is
+            closed, which would hand the generator behind it to the garbage collector, in
+            another task (a ResourceWarning under trio). A plain iterator can be dropped
+            harmlessly; :meth:`close` finishes the generator itself.
+            """
+            lines = cast("AsyncGenerator[dict[str, Any], None]", super().read_messages())
+            self._lines = lines
+            return _PlainIterator(lines)
+
         async def close(self) -> None:
             """Kill the session's processes, then let the SDK close a transport whose CLI is gone.
 
@@ -203,10 +217,31 @@ def _session_transport(
                     # pipe and waits for a process that is already dead; bounded all the same.
                     with anyio.move_on_after(_KILL_WAIT_S, shield=True):
                         await process.aclose()
+                lines, self._lines = self._lines, None
+                if lines is not None:
+                    # The SDK cancelled its reader before closing us: the generator has either
+                    # ended or waits at a ``yield``, where aclose() returns at once (it has no
+                    # scope of its own). Still running means the reader is alive: leave it be.
+                    with anyio.move_on_after(_KILL_WAIT_S, shield=True):
+                        with contextlib.suppress(RuntimeError):
+                            await lines.aclose()
 
     if options.can_use_tool is not None:
         options = dataclasses.replace(options, permission_prompt_tool_name="stdio")
     return _SessionTransport(prompt=prompt, options=options)
+
+
+class _PlainIterator:
+    """An async iterator over ``inner`` that is not itself a generator (see read_messages)."""
+
+    def __init__(self, inner: AsyncIterator[dict[str, Any]]) -> None:
+        self._inner = inner
+
+    def __aiter__(self) -> _PlainIterator:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        return await self._inner.__anext__()
 
 
 async def _unwind(stream: AsyncGenerator[Message, None]) -> None:
