@@ -38,12 +38,17 @@ _PROMPT_S = 4.0
 """Below the SDK's 5 s graceful close: a stop that waits for it fails."""
 
 
-def _long_tool(marker: Path, seconds: float) -> str:
+# Tools are found by their command line, machine-wide: this run's own digits keep two test runs
+# at once (two `nox` on one machine) from seeing, or reaping, each other's tools.
+_RUN = f"{os.getpid() % 10**6:06d}"
+
+
+def _long_tool(marker: Path, seconds: str) -> str:
     """A Bash command that creates ``marker`` and then sleeps (its cmdline names ``seconds``)."""
     return f'{PY} -c \'import time; open("{marker}", "w").close(); time.sleep({seconds})\''
 
 
-def _escaping_tool(seconds: float) -> str:
+def _escaping_tool(seconds: str) -> str:
     """Starts a process without our environment (no tag), in a session of its own, orphaned."""
     return (
         f"env -i setsid {PY} -c 'import time; time.sleep({seconds})' </dev/null >/dev/null 2>&1 &"
@@ -115,11 +120,11 @@ def _nothing_left(pid: int, *markers: str) -> Callable[[], bool]:
 async def test_a_tool_that_drops_its_tag_and_session_dies_with_the_session(
     tmp_path: Path, reap_stragglers: list[str]
 ) -> None:
-    escapee = "time.sleep(60.24)"
+    escapee = f"time.sleep(60.24{_RUN})"
     reap_stragglers.append(escapee)
     scenario = Scenario(
         responders=[
-            Rule(turn=1, reply=Reply.tools(Reply.bash(_escaping_tool(60.24)))),
+            Rule(turn=1, reply=Reply.tools(Reply.bash(_escaping_tool(f"60.24{_RUN}")))),
             Rule(turn=2, reply=Reply.text("started it")),
         ]
     )
@@ -140,9 +145,9 @@ async def test_cancel_kills_a_tool_that_escaped_tag_and_session(
     tmp_path: Path, reap_stragglers: list[str]
 ) -> None:
     marker = tmp_path / "running"
-    escapee, slow = "time.sleep(60.25)", "time.sleep(60.26)"
+    escapee, slow = f"time.sleep(60.25{_RUN})", f"time.sleep(60.26{_RUN})"
     reap_stragglers += [escapee, slow]
-    command = f"{_escaping_tool(60.25)} {_long_tool(marker, 60.26)}"
+    command = _escaping_tool(f"60.25{_RUN}") + " " + _long_tool(marker, f"60.26{_RUN}")
     scenario = Scenario(responders=[Rule(turn=1, reply=Reply.tools(Reply.bash(command)))])
     async with FakeAnthropicAPI(scenario) as api, _runner(api) as runner:
         with anyio.CancelScope() as scope:
@@ -209,15 +214,15 @@ async def test_native_asyncio_cancel_is_as_prompt_as_anyio(
     if anyio_backend != "asyncio":
         pytest.skip("native asyncio cancellation exists on asyncio only")
     marker = tmp_path / "running"
-    reap_stragglers.append("time.sleep(60.27)")
+    reap_stragglers.append(f"time.sleep(60.27{_RUN})")
     scenario = Scenario(
-        responders=[Rule(turn=1, reply=Reply.tools(Reply.bash(_long_tool(marker, 60.27))))]
+        responders=[Rule(turn=1, reply=Reply.tools(Reply.bash(_long_tool(marker, f"60.27{_RUN}"))))]
     )
     async with FakeAnthropicAPI(scenario) as api, _runner(api) as runner:
         cancelled_at = await _native_cancel(how, runner, _spec(tmp_path, "slow"), marker)
         returned_at = time.monotonic()
         gone = await anyio.to_thread.run_sync(
-            _wait_for, _nothing_left(os.getpid(), "time.sleep(60.27)"), 10.0
+            _wait_for, _nothing_left(os.getpid(), f"time.sleep(60.27{_RUN})"), 10.0
         )
         gone_at = time.monotonic()
     print(
@@ -282,10 +287,12 @@ def test_a_signalled_orchestrator_leaves_nothing_running(
     tmp_path: Path, backend: str, sig: signal.Signals, reap_stragglers: list[str]
 ) -> None:
     marker = tmp_path / "running"
-    escapee, slow = "time.sleep(60.28)", "time.sleep(60.29)"
+    escapee, slow = f"time.sleep(60.28{_RUN})", f"time.sleep(60.29{_RUN})"
     reap_stragglers += [escapee, slow]
     child = _start_orchestrator(
-        tmp_path, backend, f"{_escaping_tool(60.28)} {_long_tool(marker, 60.29)}"
+        tmp_path,
+        backend,
+        _escaping_tool(f"60.28{_RUN}") + " " + _long_tool(marker, f"60.29{_RUN}"),
     )
     try:
         assert child.stdout is not None
@@ -330,16 +337,18 @@ async def test_portable_fallback_kills_tagged_tools_on_cancel_and_at_the_end(
     tmp_path: Path, reap_stragglers: list[str]
 ) -> None:
     marker = tmp_path / "running"
-    background, slow = "time.sleep(60.32)", "time.sleep(60.33)"
+    background, slow = f"time.sleep(60.32{_RUN})", f"time.sleep(60.33{_RUN})"
     reap_stragglers += [background, slow]
-    leave_running = f"setsid {PY} -c 'import time; time.sleep(60.32)' </dev/null >/dev/null 2>&1 &"
+    leave_running = (
+        f"setsid {PY} -c 'import time; time.sleep(60.32{_RUN})' </dev/null >/dev/null 2>&1 &"
+    )
     scenario = Scenario(
         responders=[
             Rule(prompt_contains="BG", turn=1, reply=Reply.tools(Reply.bash(leave_running))),
             Rule(
                 prompt_contains="SLOW",
                 turn=1,
-                reply=Reply.tools(Reply.bash(_long_tool(marker, 60.33))),
+                reply=Reply.tools(Reply.bash(_long_tool(marker, f"60.33{_RUN}"))),
             ),
         ],
         default=Reply.text("done"),
@@ -366,14 +375,14 @@ def test_portable_fallback_dies_with_a_sigkilled_orchestrator(
     tmp_path: Path, reap_stragglers: list[str]
 ) -> None:
     marker = tmp_path / "running"
-    reap_stragglers.append("time.sleep(60.34)")
-    child = _start_orchestrator(tmp_path, "trio", _long_tool(marker, 60.34), "portable")
+    reap_stragglers.append(f"time.sleep(60.34{_RUN})")
+    child = _start_orchestrator(tmp_path, "trio", _long_tool(marker, f"60.34{_RUN}"), "portable")
     try:
         assert _wait_for(lambda: marker.exists() or child.poll() is not None, 60)
         assert child.poll() is None, child.communicate()
         signalled_at = time.monotonic()
         child.kill()
-        gone = _wait_for(_nothing_left(child.pid, "time.sleep(60.34)"), 20)
+        gone = _wait_for(_nothing_left(child.pid, f"time.sleep(60.34{_RUN})"), 20)
         gone_at = time.monotonic()
     finally:
         if child.poll() is None:
@@ -415,7 +424,7 @@ async def test_no_proc_scan_runs_on_the_event_loop(
     """Every full listing of /proc (the scans that grow with the host's process count) made while
     sessions end, by a normal end and by a cancel, runs off the event loop's thread."""
     marker = tmp_path / "running"
-    reap_stragglers.append("time.sleep(60.3)")
+    reap_stragglers.append(f"time.sleep(60.3{_RUN})")
     loop_thread = threading.get_ident()
     scans: list[bool] = []  # True: on the event loop's thread
     real_scandir, real_listdir = os.scandir, os.listdir
@@ -438,7 +447,7 @@ async def test_no_proc_scan_runs_on_the_event_loop(
             Rule(
                 prompt_contains="SLOW",
                 turn=1,
-                reply=Reply.tools(Reply.bash(_long_tool(marker, 60.3))),
+                reply=Reply.tools(Reply.bash(_long_tool(marker, f"60.3{_RUN}"))),
             ),
             Rule(prompt_contains="QUICK", turn=1, reply=Reply.tools(Reply.bash("echo hi"))),
         ],
