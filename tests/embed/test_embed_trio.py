@@ -18,7 +18,6 @@ from _embed_helpers import HangingAgent, config_for, make_project, signal_handle
 from bmad_trio import (
     ConfigError,
     Event,
-    PhaseStarted,
     ProjectError,
     Run,
     RunConfig,
@@ -62,26 +61,25 @@ async def test_serve_run_in_an_app_nursery_cancel_mid_run_then_resume(tmp_path: 
             ticks += 1
             await trio.sleep(0.01)
 
-    async def consume(run: Run, cancel: trio.CancelScope) -> None:
+    async def consume(run: Run) -> None:
         async for event in run.events:
             seen.append(event)
-            if isinstance(event, PhaseStarted) and (event.story_id, event.phase) == (
-                "1.2",
-                "develop",
-            ):
-                cancel.cancel()  # the app decides to stop, mid-phase
 
     async with trio.open_nursery() as nursery:
+        # The app decides to stop once 1.2's Dev session is under way (mid-phase). Cancelling
+        # on the PhaseStarted event instead would race the session's own start: the cancel may
+        # land at a checkpoint before the agent is called, and the armed agent would then hang
+        # the resumed run.
+        agent.on_hang = partial(nursery.cancel_scope.cancel, reason="the app stops the run")
         nursery.start_soon(heartbeat)
         run: Run = await nursery.start(partial(serve_run, config, runner=agent.runner()))
         assert run.run_id is not None
-        nursery.start_soon(consume, run, nursery.cancel_scope)
+        nursery.start_soon(consume, run)
 
     assert nursery.cancel_scope.cancelled_caught
     assert ticks > 0
     assert agent.hung == 1
-    assert isinstance(seen[0], RunStarted)
-    assert isinstance(seen[-1], PhaseStarted)  # the app stopped reading once it cancelled
+    assert isinstance(seen[0], RunStarted)  # (how far the app read before the cancel varies)
     report = run.report()
     assert report is not None
     assert (report.status, report.exit_code) == ("interrupted", 130)
