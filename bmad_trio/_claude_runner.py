@@ -38,7 +38,7 @@ import enum
 import os
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -232,16 +232,24 @@ def _session_transport(
 
 
 class _PlainIterator:
-    """An async iterator over ``inner`` that is not itself a generator (see read_messages)."""
+    """An async iterator over ``inner`` (async or not) that is not itself a generator.
 
-    def __init__(self, inner: AsyncIterator[dict[str, Any]]) -> None:
+    Dropping it part-way leaves nothing for the garbage collector to finalise in another task.
+    """
+
+    def __init__(self, inner: AsyncIterator[dict[str, Any]] | Iterator[dict[str, Any]]) -> None:
         self._inner = inner
 
     def __aiter__(self) -> _PlainIterator:
         return self
 
     async def __anext__(self) -> dict[str, Any]:
-        return await self._inner.__anext__()
+        if isinstance(self._inner, AsyncIterator):
+            return await self._inner.__anext__()
+        try:
+            return next(self._inner)
+        except StopIteration:
+            raise StopAsyncIteration from None
 
 
 async def _unwind(stream: AsyncGenerator[Message, None]) -> None:
@@ -484,10 +492,12 @@ class ClaudeAgentRunner:
 
         assert state.reading is not None
 
-        async def prompt() -> AsyncIterator[dict[str, Any]]:
-            yield {"type": "user", "message": {"role": "user", "content": spec.prompt}}
-
-        the_prompt = prompt()
+        # A plain iterator, not an async generator: the SDK reads it from a detached task that
+        # may be cancelled part-way, and a generator left there would be finalised by the
+        # garbage collector in another task (a ResourceWarning under trio).
+        the_prompt = _PlainIterator(
+            iter([{"type": "user", "message": {"role": "user", "content": spec.prompt}}])
+        )
         transport = _session_transport(the_prompt, options, state, self._ensure_processes(), tag)
         stream = cast(
             "AsyncGenerator[Message, None]",
