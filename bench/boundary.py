@@ -32,8 +32,8 @@ import anyio
 from bench.procs import BENCH_TAG
 from bench.server import MODEL, percentiles
 from bmad_trio import ClaudeAgentRunner
-from bmad_trio._agent import Role, SessionSpec
-from bmad_trio._claude_runner import OFFLINE_SAFE_ENV
+from bmad_trio._agents._claude_runner import OFFLINE_SAFE_ENV
+from bmad_trio._agents._runner import Role, SessionSpec
 from bmad_trio.testing import FakeAnthropicAPI, Reply, Rule, Scenario
 
 __all__ = ["LONG_TOOL", "boundary_case", "cancel_boundary_case", "plain_options"]

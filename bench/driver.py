@@ -75,7 +75,7 @@ def _cli_env() -> dict[str, str]:
 
 async def _run_new(args: argparse.Namespace, result: dict[str, Any]) -> None:
     from bmad_trio import ClaudeAgentRunner, RunConfig, run_epic
-    from bmad_trio._store import open_store
+    from bmad_trio._state._store import open_store
 
     config = RunConfig(
         epic=Path(args.epic),

@@ -392,7 +392,7 @@ def _judge_next(
 
 
 def _plan(project: Path, epic: str) -> tuple[int, dict[str, Any] | None, str, float]:
-    from bmad_trio._cli import main
+    from bmad_trio._commandline._main import main
 
     out, err = io.StringIO(), io.StringIO()
     started = time.perf_counter()

@@ -137,7 +137,7 @@ def machine_info() -> dict[str, object]:
     import trio
 
     import bmad_trio
-    from bmad_trio._cli_process import bundled_cli_path
+    from bmad_trio._agents._cli_processes import bundled_cli_path
 
     cli = bundled_cli_path()
     return {

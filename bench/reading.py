@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bmad_trio._bmad import detect_layout, find_story_file, parse_epic, parse_story
+from bmad_trio._commandline._plan import make_plan
 from bmad_trio._config import load_config
-from bmad_trio._plan import make_plan
 
 
 def build_project(root: Path, stories: int) -> Path:

@@ -27,14 +27,14 @@ from ._errors import StateError as StateError
 from ._version import __version__ as __version__
 
 if TYPE_CHECKING:
-    from ._agent import AgentMessage as AgentMessage
-    from ._agent import AgentRunner as AgentRunner
-    from ._agent import Outcome as Outcome
-    from ._agent import Role as Role
-    from ._agent import SessionResult as SessionResult
-    from ._agent import SessionSpec as SessionSpec
-    from ._agent import ToolCall as ToolCall
-    from ._claude_runner import ClaudeAgentRunner as ClaudeAgentRunner
+    from ._agents._claude_runner import ClaudeAgentRunner as ClaudeAgentRunner
+    from ._agents._runner import AgentMessage as AgentMessage
+    from ._agents._runner import AgentRunner as AgentRunner
+    from ._agents._runner import Outcome as Outcome
+    from ._agents._runner import Role as Role
+    from ._agents._runner import SessionResult as SessionResult
+    from ._agents._runner import SessionSpec as SessionSpec
+    from ._agents._runner import ToolCall as ToolCall
     from ._config import GateCommand as GateCommand
     from ._config import RunConfig as RunConfig
     from ._events import AgentActivity as AgentActivity
@@ -51,23 +51,23 @@ if TYPE_CHECKING:
     from ._events import StoryFinished as StoryFinished
     from ._events import StoryStarted as StoryStarted
     from ._events import StoryStatusChanged as StoryStatusChanged
-    from ._run import GateReport as GateReport
-    from ._run import Run as Run
-    from ._run import RunReport as RunReport
-    from ._run import StoryReport as StoryReport
-    from ._run import open_run as open_run
-    from ._run import run_epic as run_epic
-    from ._run import serve_run as serve_run
+    from ._workflow._run import GateReport as GateReport
+    from ._workflow._run import Run as Run
+    from ._workflow._run import RunReport as RunReport
+    from ._workflow._run import StoryReport as StoryReport
+    from ._workflow._run import open_run as open_run
+    from ._workflow._run import run_epic as run_epic
+    from ._workflow._run import serve_run as serve_run
 
 _LAZY: dict[str, str] = {
-    "AgentMessage": "._agent",
-    "AgentRunner": "._agent",
-    "Outcome": "._agent",
-    "Role": "._agent",
-    "SessionResult": "._agent",
-    "SessionSpec": "._agent",
-    "ToolCall": "._agent",
-    "ClaudeAgentRunner": "._claude_runner",
+    "AgentMessage": "._agents._runner",
+    "AgentRunner": "._agents._runner",
+    "Outcome": "._agents._runner",
+    "Role": "._agents._runner",
+    "SessionResult": "._agents._runner",
+    "SessionSpec": "._agents._runner",
+    "ToolCall": "._agents._runner",
+    "ClaudeAgentRunner": "._agents._claude_runner",
     "GateCommand": "._config",
     "RunConfig": "._config",
     "AgentActivity": "._events",
@@ -84,13 +84,13 @@ _LAZY: dict[str, str] = {
     "StoryFinished": "._events",
     "StoryStarted": "._events",
     "StoryStatusChanged": "._events",
-    "GateReport": "._run",
-    "Run": "._run",
-    "RunReport": "._run",
-    "StoryReport": "._run",
-    "open_run": "._run",
-    "run_epic": "._run",
-    "serve_run": "._run",
+    "GateReport": "._workflow._run",
+    "Run": "._workflow._run",
+    "RunReport": "._workflow._run",
+    "StoryReport": "._workflow._run",
+    "open_run": "._workflow._run",
+    "run_epic": "._workflow._run",
+    "serve_run": "._workflow._run",
 }
 
 __all__ = [

@@ -1,3 +1,3 @@
-from ._cli import main
+from ._commandline._main import main
 
 raise SystemExit(main())

@@ -78,7 +78,7 @@ class RunConfig:
     """Stop the whole run when one story fails (default: independent stories go on)."""
     gates: tuple[GateCommand, ...] | None = None
     """The quality gates; None (the default) detects them from the project when the run starts
-    (see ``bmad_trio._gate_detection``); an empty tuple runs none."""
+    (see ``bmad_trio._workflow._quality_gate_detection``); an empty tuple runs none."""
     gate_fix_attempts: int = attrs.field(default=2, validator=_positive)
     gates_after_each_story: bool = False
     permission_mode: PermissionMode = "acceptEdits"

@@ -19,8 +19,8 @@ from bmad_trio import (
     SessionSpec,
     run_epic,
 )
-from bmad_trio._services import PauseGate
-from bmad_trio._store import open_store
+from bmad_trio._state._store import open_store
+from bmad_trio._workflow._run_services import PauseGate
 from bmad_trio.testing import MockAgentRunner
 
 pytestmark = pytest.mark.anyio

@@ -25,8 +25,8 @@ import httpx
 import pytest
 
 from bmad_trio import __version__
-from bmad_trio._cli import build_parser, main
-from bmad_trio._demo import DEMO_EPIC, scaffold_demo
+from bmad_trio._commandline._demo import DEMO_EPIC, scaffold_demo
+from bmad_trio._commandline._main import build_parser, main
 
 AUTH_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 COMMANDS = ("run", "resume", "status", "plan", "demo", "doctor", "fake-api")

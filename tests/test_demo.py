@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-import bmad_trio._demo as demo
+import bmad_trio._commandline._demo as demo
 from bmad_trio import ConfigError
 from bmad_trio._bmad import (
     StoryStatus,
@@ -29,8 +29,14 @@ from bmad_trio._bmad import (
     read_gate,
     story_slug,
 )
+from bmad_trio._commandline._demo import (
+    DEMO_MARKER,
+    DemoProject,
+    demo_files,
+    scaffold_demo,
+    where_to_look,
+)
 from bmad_trio._config import load_config
-from bmad_trio._demo import DEMO_MARKER, DemoProject, demo_files, scaffold_demo, where_to_look
 from bmad_trio.testing import ApiRequest, BmadActor, Reply, TextBlock, ToolUseBlock, load_scenario
 
 SCAFFOLD_FILES = {

@@ -24,7 +24,7 @@ from bmad_trio._config import (
     CONFIG_KEYS,
     parse_config_table,
 )
-from bmad_trio._gate_detection import detect_gates
+from bmad_trio._workflow._quality_gate_detection import detect_gates
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 NOT_RUN = "<!-- not-run -->"

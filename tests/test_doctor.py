@@ -14,9 +14,8 @@ import httpx
 import pytest
 from rich.console import Console
 
-from bmad_trio import _doctor
-from bmad_trio._config import GateCommand
-from bmad_trio._doctor import (
+from bmad_trio._commandline import _doctor
+from bmad_trio._commandline._doctor import (
     CheckResult,
     check_api,
     check_auth,
@@ -29,6 +28,7 @@ from bmad_trio._doctor import (
     preflight_failed,
     run_checks,
 )
+from bmad_trio._config import GateCommand
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="shell-script fake CLIs")
 
@@ -118,7 +118,7 @@ def test_finding_the_cli_does_not_import_the_sdk() -> None:
 
     code = (
         "import sys\n"
-        "from bmad_trio._doctor import find_cli\n"
+        "from bmad_trio._commandline._doctor import find_cli\n"
         "path, source = find_cli({})\n"
         "assert path is not None and source.startswith('bundled'), (path, source)\n"
         "assert 'claude_agent_sdk' not in sys.modules\n"

@@ -17,8 +17,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from bmad_trio._commandline._doctor import format_checks, preflight_failed, run_checks
 from bmad_trio._config import GateCommand
-from bmad_trio._doctor import format_checks, preflight_failed, run_checks
 from bmad_trio.testing import FakeAnthropicAPI
 
 pytestmark = pytest.mark.anyio

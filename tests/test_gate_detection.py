@@ -12,9 +12,14 @@ import pytest
 from _disk_agent import DiskAgent, make_project
 
 from bmad_trio import GateCommand, ProjectError, RunConfig, run_epic
+from bmad_trio._commandline._doctor import check_gate_tools, format_checks
 from bmad_trio._config import load_config
-from bmad_trio._doctor import check_gate_tools, format_checks
-from bmad_trio._gate_detection import detect_gates, effective_gates, gate_rows, package_manager
+from bmad_trio._workflow._quality_gate_detection import (
+    detect_gates,
+    effective_gates,
+    gate_rows,
+    package_manager,
+)
 
 NPM_PLACEHOLDER = 'echo "Error: no test specified" && exit 1'
 
@@ -275,7 +280,7 @@ async def test_a_configured_gate_whose_tool_is_missing_fails_the_run(
 def test_plan_lists_the_detected_gates_and_their_sources(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bmad_trio._cli import main
+    from bmad_trio._commandline._main import main
 
     project = make_project(tmp_path)
     _package(project, {"test": "vitest run", "lint": "eslint ."})

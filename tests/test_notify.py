@@ -11,6 +11,7 @@ import anyio
 import httpx
 import pytest
 
+from bmad_trio._commandline._notify import Notifier, notification_text
 from bmad_trio._errors import ConfigError
 from bmad_trio._events import (
     AgentActivity,
@@ -21,7 +22,6 @@ from bmad_trio._events import (
     RunStarted,
     StoryFinished,
 )
-from bmad_trio._notify import Notifier, notification_text
 
 SECRET = "T000/B000/s3cr3t-token"
 HOOK = f"https://example.test/hooks/{SECRET}"

@@ -21,6 +21,7 @@ import h11
 import httpx
 import pytest
 
+from bmad_trio._commandline._notify import Notifier
 from bmad_trio._events import (
     AgentActivity,
     Event,
@@ -30,7 +31,6 @@ from bmad_trio._events import (
     RunStarted,
     StoryFinished,
 )
-from bmad_trio._notify import Notifier
 
 pytestmark = pytest.mark.anyio
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bmad_trio._permissions import tool_denial
+from bmad_trio._agents._tool_policy import tool_denial
 
 ALL = ("Read", "Write", "Edit", "Bash", "Glob")
 

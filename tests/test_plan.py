@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bmad_trio._commandline._plan import make_plan
 from bmad_trio._config import load_config
-from bmad_trio._plan import make_plan
 
 
 def _write(root: Path, relative: str, text: str) -> Path:

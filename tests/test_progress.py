@@ -9,6 +9,16 @@ import anyio
 import pytest
 from rich.console import Console, RenderableType
 
+from bmad_trio._commandline._progress import (
+    PHASE_WEIGHTS,
+    JsonlProgress,
+    PlainProgress,
+    ProgressModel,
+    RichProgress,
+    format_duration,
+    render,
+    summary_table,
+)
 from bmad_trio._converter import event_from_json, make_converter
 from bmad_trio._events import (
     AgentActivity,
@@ -25,16 +35,6 @@ from bmad_trio._events import (
     StoryFinished,
     StoryStarted,
     StoryStatusChanged,
-)
-from bmad_trio._progress import (
-    PHASE_WEIGHTS,
-    JsonlProgress,
-    PlainProgress,
-    ProgressModel,
-    RichProgress,
-    format_duration,
-    render,
-    summary_table,
 )
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console, RenderableType
 
+from bmad_trio._commandline._progress import ProgressModel, render, summary_table
 from bmad_trio._events import (
     AgentActivity,
     Event,
@@ -39,7 +40,6 @@ from bmad_trio._events import (
     StoryStarted,
     StoryStatusChanged,
 )
-from bmad_trio._progress import ProgressModel, render, summary_table
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "progress"
 UPDATE = os.environ.get("UPDATE_SNAPSHOTS", "") not in ("", "0")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from bmad_trio import Role
 from bmad_trio._bmad import EpicStory, detect_layout
-from bmad_trio._prompts import ROLE_TOOLS, fixer_plan, role_plan
+from bmad_trio._workflow._prompts import ROLE_TOOLS, fixer_plan, role_plan
 from bmad_trio.testing import parse_context
 
 STORY = EpicStory(

@@ -38,7 +38,7 @@ def test_public_objects_claim_the_public_module() -> None:
 def test_help_does_not_import_the_sdk() -> None:
     code = (
         "import sys\n"
-        "from bmad_trio._cli import main\n"
+        "from bmad_trio._commandline._main import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
         "heavy = [m for m in ('claude_agent_sdk', 'rich', 'httpx', 'trio') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

@@ -16,14 +16,14 @@ import pytest
 
 from bmad_trio._config import GateCommand
 from bmad_trio._errors import GateError
-from bmad_trio._quality_gates import (
+from bmad_trio._state._redact import Redactor
+from bmad_trio._workflow._quality_gates import (
     FAILURE_TEXT_MAX_BYTES,
     GateResult,
     format_gate_failure,
     gate_environment,
     run_gate,
 )
-from bmad_trio._redact import Redactor
 
 pytestmark = pytest.mark.anyio
 

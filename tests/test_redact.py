@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bmad_trio._redact import REDACTED, Redactor, is_secret_env_name, is_secret_key
+from bmad_trio._state._redact import REDACTED, Redactor, is_secret_env_name, is_secret_key
 
 API_KEY = "sk-ant-api03-Zx9_fake-KEY-value-0123456789"
 OAUTH = "oauth-token-value-abcdef123456"

@@ -10,7 +10,7 @@ import pytest
 from _disk_agent import DiskAgent, make_project
 
 from bmad_trio import ConfigError, RunConfig, open_run, run_epic
-from bmad_trio._cli import build_parser, resume_settings
+from bmad_trio._commandline._main import build_parser, resume_settings
 from bmad_trio._config import resumed_config
 
 pytestmark = pytest.mark.anyio

@@ -23,11 +23,12 @@ from bmad_trio import (
     run_epic,
 )
 from bmad_trio._bmad import EpicStory, parse_epic
-from bmad_trio._plan import make_plan
-from bmad_trio._redact import REDACTED
-from bmad_trio._run import Run
-from bmad_trio._runfiles import read_events, run_dir
-from bmad_trio._story_order import run_order
+from bmad_trio._commandline._plan import make_plan
+from bmad_trio._state._paths import run_dir
+from bmad_trio._state._redact import REDACTED
+from bmad_trio._state._run_files import read_events
+from bmad_trio._workflow._run import Run
+from bmad_trio._workflow._story_order import run_order
 from bmad_trio.testing import MockAgentRunner, parse_context
 
 pytestmark = pytest.mark.anyio

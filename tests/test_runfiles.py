@@ -10,11 +10,17 @@ from pathlib import Path
 import anyio
 import pytest
 
-from bmad_trio._agent import AgentMessage, Role, ToolCall
+from bmad_trio._agents._runner import AgentMessage, Role, ToolCall
 from bmad_trio._errors import StateError
 from bmad_trio._events import AgentActivity, PhaseStarted, RunFinished, RunStarted, SessionFinished
-from bmad_trio._redact import REDACTED, Redactor
-from bmad_trio._runfiles import RunFiles, attach_run_log, read_events, run_dir, run_log_context
+from bmad_trio._state._redact import REDACTED, Redactor
+from bmad_trio._state._run_files import (
+    RunFiles,
+    attach_run_log,
+    read_events,
+    run_dir,
+    run_log_context,
+)
 
 API_KEY = "sk-ant-api03-runfiles-KEY-0123456789"
 ENV_SECRET = "plain-env-secret-value-42"

@@ -17,12 +17,12 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from bmad_trio import _store
-from bmad_trio._agent import Outcome, Role, SessionResult
+from bmad_trio._agents._runner import Outcome, Role, SessionResult
 from bmad_trio._errors import StateError
-from bmad_trio._lock import RunLock
-from bmad_trio._redact import REDACTED, Redactor
-from bmad_trio._store import (
+from bmad_trio._state import _store
+from bmad_trio._state._redact import REDACTED, Redactor
+from bmad_trio._state._run_lock import RunLock
+from bmad_trio._state._store import (
     SCHEMA_VERSION,
     Store,
     new_run_id,
@@ -427,8 +427,8 @@ CRASHER = textwrap.dedent(
     """
     import json, sys, time, anyio
     from pathlib import Path
-    from bmad_trio._agent import Outcome, SessionResult
-    from bmad_trio._store import open_store
+    from bmad_trio._agents._runner import Outcome, SessionResult
+    from bmad_trio._state._store import open_store
 
     async def main():
         async with open_store(Path(sys.argv[1])) as store:
@@ -496,7 +496,7 @@ HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from bmad_trio._lock import RunLock
+    from bmad_trio._state._run_lock import RunLock
 
     lock = RunLock.for_project(Path(sys.argv[1]))
     lock.acquire()

@@ -21,7 +21,7 @@ from bmad_trio import (
     run_epic,
 )
 from bmad_trio._errors import collapse
-from bmad_trio._store import open_store
+from bmad_trio._state._store import open_store
 from bmad_trio.testing import MockAgentRunner, parse_context
 
 pytestmark = pytest.mark.anyio

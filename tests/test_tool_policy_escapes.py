@@ -15,9 +15,9 @@ import attrs
 import pytest
 
 from bmad_trio import Role
+from bmad_trio._agents._tool_policy import tool_denial
 from bmad_trio._bmad import EpicStory, detect_layout
-from bmad_trio._permissions import tool_denial
-from bmad_trio._prompts import RolePlan, fixer_plan, role_plan
+from bmad_trio._workflow._prompts import RolePlan, fixer_plan, role_plan
 
 STORY = EpicStory(
     story_id="1.2",

@@ -17,8 +17,8 @@ import pytest
 
 from bmad_trio import Outcome, RunConfig, SessionResult, SessionSpec, run_epic
 from bmad_trio._bmad import detect_layout, parse_story, read_sprint_status
-from bmad_trio._store import open_store
-from bmad_trio._v6_review import ReviewOutcome, decide_review, review_items
+from bmad_trio._bmad._v6_review import ReviewOutcome, decide_review, review_items
+from bmad_trio._state._store import open_store
 from bmad_trio.testing import MockAgentRunner, parse_context
 
 EPICS = """\

@@ -23,7 +23,7 @@ from bmad_trio import (
     run_epic,
 )
 from bmad_trio._bmad import parse_story
-from bmad_trio._store import open_store
+from bmad_trio._state._store import open_store
 from bmad_trio.testing import MockAgentRunner
 
 pytestmark = pytest.mark.anyio

@@ -15,7 +15,9 @@ from ._epics import (
     resolve_epics,
     select_epic,
 )
-from ._gates import (
+from ._ids import same_story_id, split_story_id, story_key, story_slug, validate_story_id
+from ._layout import BmadVersion, Layout, detect_layout
+from ._qa_gates import (
     GateDecision,
     GateIssue,
     GateReport,
@@ -27,8 +29,6 @@ from ._gates import (
     review_already_passed,
     story_gate,
 )
-from ._ids import same_story_id, split_story_id, story_key, story_slug, validate_story_id
-from ._layout import BmadVersion, Layout, detect_layout
 from ._sprint_status import (
     SPRINT_ORDER,
     EffectiveStatus,

@@ -11,8 +11,8 @@ from typing import Any
 
 import attrs
 
-from ._gates import GateReport, ReviewVerdict, review_already_passed, story_gate
 from ._layout import Layout
+from ._qa_gates import GateReport, ReviewVerdict, review_already_passed, story_gate
 from ._sprint_status import EffectiveStatus, SprintEntry, effective_status, sprint_key_for
 from ._status import StoryStatus
 from ._status_line import StatusReading, read_story_status

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 
-from .._agent import AgentMessage, Outcome, SessionResult, SessionSpec
+from .._agents._runner import AgentMessage, Outcome, SessionResult, SessionSpec
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream

@@ -10,7 +10,7 @@ import pytest
 
 from bmad_trio import ProjectError
 from bmad_trio._bmad import detect_layout
-from bmad_trio._bmad._gates import (
+from bmad_trio._bmad._qa_gates import (
     GateDecision,
     find_gate_file,
     find_gate_files,

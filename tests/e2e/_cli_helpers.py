@@ -18,8 +18,8 @@ from typing import Any
 
 import anyio
 
-from bmad_trio._cli_process import orchestrator_pids
-from bmad_trio._store import PhaseRow, RunRow, SessionRow, StoryRow, open_store
+from bmad_trio._agents._cli_processes import orchestrator_pids
+from bmad_trio._state._store import PhaseRow, RunRow, SessionRow, StoryRow, open_store
 from bmad_trio.testing import FakeAnthropicAPI, parse_context
 
 AUTH_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")

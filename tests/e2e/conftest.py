@@ -19,7 +19,7 @@ from claude_agent_sdk import (
     query,
 )
 
-from bmad_trio._cli_process import orchestrator_pids
+from bmad_trio._agents._cli_processes import orchestrator_pids
 from bmad_trio.testing import FakeAnthropicAPI
 
 TOOLS = ("Read", "Write", "Edit", "Bash")

@@ -9,10 +9,10 @@ import anyio
 import pytest
 
 from bmad_trio import AgentActivity, ClaudeAgentRunner, open_run
+from bmad_trio._agents._pricing import price_for
+from bmad_trio._commandline._demo import scaffold_demo
 from bmad_trio._config import load_config
-from bmad_trio._demo import scaffold_demo
-from bmad_trio._pricing import price_for
-from bmad_trio._store import open_store
+from bmad_trio._state._store import open_store
 from bmad_trio.testing import FakeAnthropicAPI, bmad_actor_scenario
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.usefixtures("no_leftover_cli")]

@@ -19,8 +19,8 @@ import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from bmad_trio import AgentMessage, Outcome, Role, SessionResult, SessionSpec
-from bmad_trio._claude_runner import ClaudeAgentRunner
-from bmad_trio._cli_process import orchestrator_pids, tagged_pids
+from bmad_trio._agents._claude_runner import ClaudeAgentRunner
+from bmad_trio._agents._cli_processes import orchestrator_pids, tagged_pids
 from bmad_trio.testing import FakeAnthropicAPI, Fault, Reply, Rule, Scenario
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.usefixtures("no_leftover_cli")]
@@ -229,7 +229,7 @@ def test_cli_and_tools_die_when_the_orchestrator_is_sigkilled(tmp_path: Path) ->
             import sys, anyio
             from pathlib import Path
             from bmad_trio import Role, SessionSpec
-            from bmad_trio._claude_runner import ClaudeAgentRunner
+            from bmad_trio._agents._claude_runner import ClaudeAgentRunner
             from bmad_trio.testing import FakeAnthropicAPI, Reply, Rule, Scenario
 
             async def main():

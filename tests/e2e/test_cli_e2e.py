@@ -31,8 +31,13 @@ from _cli_helpers import (
 )
 from anyio.from_thread import start_blocking_portal
 
-from bmad_trio._demo import DEMO_EPIC, DEMO_FAIL_FIRST_REVIEW, DEMO_STORY_IDS, scaffold_demo
-from bmad_trio._lock import RunLock
+from bmad_trio._commandline._demo import (
+    DEMO_EPIC,
+    DEMO_FAIL_FIRST_REVIEW,
+    DEMO_STORY_IDS,
+    scaffold_demo,
+)
+from bmad_trio._state._run_lock import RunLock
 from bmad_trio.testing import FakeAnthropicAPI, bmad_actor_scenario
 
 pytestmark = [pytest.mark.e2e]

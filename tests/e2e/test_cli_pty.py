@@ -30,7 +30,12 @@ import pytest
 from _cli_helpers import WAIT_S, api_env, bmad_trio_argv, server_sessions, status_json
 from anyio.from_thread import start_blocking_portal
 
-from bmad_trio._demo import DEMO_EPIC, DEMO_FAIL_FIRST_REVIEW, DEMO_STORY_IDS, scaffold_demo
+from bmad_trio._commandline._demo import (
+    DEMO_EPIC,
+    DEMO_FAIL_FIRST_REVIEW,
+    DEMO_STORY_IDS,
+    scaffold_demo,
+)
 from bmad_trio.testing import FakeAnthropicAPI, bmad_actor_scenario
 
 pytestmark = [

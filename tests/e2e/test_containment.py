@@ -26,9 +26,9 @@ import psutil
 import pytest
 
 from bmad_trio import Outcome, Role, SessionSpec
-from bmad_trio import _cli_process as layer
-from bmad_trio._claude_runner import ClaudeAgentRunner
-from bmad_trio._cli_process import CLIProcesses, orchestrator_pids
+from bmad_trio._agents import _cli_processes as layer
+from bmad_trio._agents._claude_runner import ClaudeAgentRunner
+from bmad_trio._agents._cli_processes import CLIProcesses, orchestrator_pids
 from bmad_trio.testing import FakeAnthropicAPI, Reply, Rule, Scenario
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("no_leftover_cli")]
@@ -238,12 +238,12 @@ _ORCHESTRATOR = """
 import sys, anyio
 from pathlib import Path
 from bmad_trio import Role, SessionSpec
-from bmad_trio._claude_runner import ClaudeAgentRunner
+from bmad_trio._agents._claude_runner import ClaudeAgentRunner
 from bmad_trio.testing import FakeAnthropicAPI, Reply, Rule, Scenario
 
 backend, command, cwd = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 if sys.argv[4:] == ["portable"]:
-    from bmad_trio import _cli_process
+    from bmad_trio._agents import _cli_processes as _cli_process
     _cli_process._LINUX = False  # the non-Linux fallback: no subreaper, no lifeline, tags only
 
 async def main():

@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from bmad_trio import ClaudeAgentRunner, Outcome, Role, SessionSpec
-from bmad_trio._cli_process import orchestrator_pids
+from bmad_trio._agents._cli_processes import orchestrator_pids
 from bmad_trio.testing import FakeAnthropicAPI, Fault, Reply, Rule, Scenario
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.usefixtures("no_leftover_cli")]

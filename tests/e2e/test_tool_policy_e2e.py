@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bmad_trio import Outcome, Role, SessionSpec
-from bmad_trio._claude_runner import ClaudeAgentRunner
-from bmad_trio._prompts import ROLE_TOOLS
+from bmad_trio._agents._claude_runner import ClaudeAgentRunner
+from bmad_trio._workflow._prompts import ROLE_TOOLS
 from bmad_trio.testing import FakeAnthropicAPI, Reply, Rule, Scenario, ToolUseBlock
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.usefixtures("no_leftover_cli")]

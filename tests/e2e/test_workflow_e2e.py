@@ -23,9 +23,9 @@ from bmad_trio._bmad import (
     parse_story,
     read_gate,
 )
+from bmad_trio._commandline._demo import DemoProject, scaffold_demo
 from bmad_trio._config import load_config
-from bmad_trio._demo import DemoProject, scaffold_demo
-from bmad_trio._store import open_store
+from bmad_trio._state._store import open_store
 from bmad_trio.testing import (
     ApiRequest,
     BmadActor,

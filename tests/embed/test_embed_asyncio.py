@@ -13,7 +13,7 @@ import pytest
 from _embed_helpers import HangingAgent, config_for, make_project, signal_handlers
 
 from bmad_trio import ConfigError, RunFinished, RunReport, RunStarted, open_run, run_epic
-from bmad_trio._store import open_store
+from bmad_trio._state._store import open_store
 
 
 def test_run_epic_in_an_asyncio_app_cancel_then_resume(

@@ -28,7 +28,7 @@ from bmad_trio import (
     run_epic,
     serve_run,
 )
-from bmad_trio._store import PhaseRow, open_store
+from bmad_trio._state._store import PhaseRow, open_store
 
 ROLES = ("sm", "dev", "qa")
 STORIES = ("1.1", "1.2", "1.3")

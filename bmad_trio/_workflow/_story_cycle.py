@@ -20,8 +20,8 @@ from pathlib import Path
 import anyio
 import attrs
 
-from ._agent import Role
-from ._bmad import (
+from .._agents._runner import Role
+from .._bmad import (
     EpicStory,
     GateDecision,
     QaGate,
@@ -36,18 +36,18 @@ from ._bmad import (
     set_story_status,
     sprint_keys_for,
 )
-from ._bmad._textio import write_text_atomic
-from ._errors import ProjectError
-from ._events import PhaseFinished, PhaseStarted, StoryStatusChanged
-from ._prompts import RolePlan, rel, role_plan
-from ._services import PhaseVerdict, RunAbort, RunServices, StoryReport
-from ._v6_review import (
+from .._bmad._textio import write_text_atomic
+from .._bmad._v6_review import (
     ReviewOutcome,
     ReviewVerdict,
     decide_review,
     open_findings_text,
     review_items,
 )
+from .._errors import ProjectError
+from .._events import PhaseFinished, PhaseStarted, StoryStatusChanged
+from ._prompts import RolePlan, rel, role_plan
+from ._run_services import PhaseVerdict, RunAbort, RunServices, StoryReport
 
 __all__ = ["StoryCycle"]
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, get_args
 
 import attrs
 
-from ._errors import (
+from .._errors import (
     AgentAPIError,
     AgentCLIError,
     AgentError,

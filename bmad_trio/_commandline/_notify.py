@@ -22,9 +22,9 @@ import httpx
 import stamina
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._converter import event_to_json, make_converter
-from ._errors import ConfigError
-from ._events import Event, RunFinished, RunPaused, RunStarted, StoryFinished
+from .._converter import event_to_json, make_converter
+from .._errors import ConfigError
+from .._events import Event, RunFinished, RunPaused, RunStarted, StoryFinished
 
 __all__ = ["Notifier", "notification_text"]
 

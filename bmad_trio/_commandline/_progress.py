@@ -27,8 +27,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ._converter import event_to_json, make_converter
-from ._events import (
+from .._converter import event_to_json, make_converter
+from .._events import (
     AgentActivity,
     Event,
     GateFinished,

@@ -7,8 +7,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 
-from ._bmad import EpicStory
-from ._errors import ProjectError
+from .._bmad import EpicStory
+from .._errors import ProjectError
 
 __all__ = ["run_order"]
 

@@ -40,8 +40,9 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from ._agent import SessionResult
-from ._errors import StateError
+from .._agents._runner import SessionResult
+from .._errors import StateError
+from ._paths import state_db_path
 from ._redact import Redactor
 
 __all__ = [
@@ -56,12 +57,9 @@ __all__ = [
     "StoryRow",
     "new_run_id",
     "open_store",
-    "state_db_path",
 ]
 
 APP_MARKER: Final = "bmad-trio"
-STATE_DIR_NAME: Final = ".bmad-trio"
-DB_NAME: Final = "state.db"
 BUSY_TIMEOUT_S: Final = 5.0
 """How long a write waits for another connection's lock (``status`` reading in WAL never blocks)."""
 
@@ -151,11 +149,6 @@ class _Unset(enum.Enum):
 
 UNSET: Final = _Unset.UNSET
 """Marks an :meth:`Store.update_story` field that is left alone (``None`` means "set to NULL")."""
-
-
-def state_db_path(project: Path) -> Path:
-    """``<project>/.bmad-trio/state.db``."""
-    return Path(project) / STATE_DIR_NAME / DB_NAME
 
 
 def new_run_id(now: float | None = None) -> str:

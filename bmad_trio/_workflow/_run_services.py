@@ -19,15 +19,15 @@ import anyio.lowlevel
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ._agent import AgentMessage, AgentRunner, Outcome, Role, SessionResult, SessionSpec
-from ._bmad import Epic, Layout, SprintStatusFile
-from ._config import RunConfig
-from ._errors import BudgetSpent, RunAbort
-from ._events import AgentActivity, Event, RunPaused, RunResumed, SessionFinished
-from ._pricing import UsageMeter
+from .._agents._pricing import UsageMeter
+from .._agents._runner import AgentMessage, AgentRunner, Outcome, Role, SessionResult, SessionSpec
+from .._bmad import Epic, Layout, SprintStatusFile
+from .._config import RunConfig
+from .._errors import BudgetSpent, RunAbort
+from .._events import AgentActivity, Event, RunPaused, RunResumed, SessionFinished
+from .._state._run_files import RunFiles, TranscriptWriter
+from .._state._store import Store
 from ._prompts import RolePlan, rel
-from ._runfiles import RunFiles, TranscriptWriter
-from ._store import Store
 
 __all__ = [
     "Budget",

@@ -34,8 +34,8 @@ from anyio.streams.memory import (
     MemoryObjectStreamStatistics,
 )
 
-from ._agent import AgentRunner
-from ._bmad import (
+from .._agents._runner import AgentRunner
+from .._bmad import (
     Epic,
     EpicStory,
     Layout,
@@ -45,17 +45,18 @@ from ._bmad import (
     resolve_epics,
     story_dirs_near,
 )
-from ._config import RunConfig, resumed_config
-from ._converter import make_converter
-from ._errors import BmadError, ConfigError, ProjectError, StateError, collapse
-from ._events import Event, RunFinished, RunStarted, StoryFinished, StoryStarted
-from ._gate_detection import with_effective_gates
-from ._gate_phase import run_quality_gates
-from ._lock import RunLock
-from ._redact import Redactor
-from ._runfiles import RunFiles, mark_task_as_run
-from ._services import Budget, GateReport, PauseGate, RunAbort, RunServices, StoryReport
-from ._store import Store, state_db_path
+from .._config import RunConfig, resumed_config
+from .._converter import make_converter
+from .._errors import BmadError, ConfigError, ProjectError, StateError, collapse
+from .._events import Event, RunFinished, RunStarted, StoryFinished, StoryStarted
+from .._state._paths import state_db_path
+from .._state._redact import Redactor
+from .._state._run_files import RunFiles, mark_task_as_run
+from .._state._run_lock import RunLock
+from .._state._store import Store
+from ._quality_gate_detection import with_effective_gates
+from ._quality_gate_phase import run_quality_gates
+from ._run_services import Budget, GateReport, PauseGate, RunAbort, RunServices, StoryReport
 from ._story_cycle import StoryCycle
 from ._story_order import run_order
 
@@ -421,7 +422,7 @@ class Run:
         log = log_handle.logger
         runner, owned_runner = self._runner, False
         if runner is None:
-            from ._claude_runner import ClaudeAgentRunner
+            from .._agents._claude_runner import ClaudeAgentRunner
 
             runner, owned_runner = ClaudeAgentRunner(cli_path=config.cli_path), True
 

@@ -32,6 +32,8 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from .._state._paths import STATE_DIR_NAME
+
 __all__ = ["READ_TOOLS", "WRITE_TOOLS", "tool_denial"]
 
 WRITE_TOOLS: frozenset[str] = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
@@ -58,7 +60,7 @@ relative to the tool's ``path`` (the project root when absent)."""
 
 _PATH_KEYS = frozenset({"path", "paths", "file", "files", "filename", "dir", "directory", "cwd"})
 _PATH_SUFFIXES = ("_path", "_paths", "_file", "_files", "_dir", "_directory")
-_PROTECTED_SEGMENTS = frozenset({".git", ".bmad-trio"})  # the repository and the run store
+_PROTECTED_SEGMENTS = frozenset({".git", STATE_DIR_NAME})  # the repository and the run store
 
 # What JavaScript's String.prototype.trim removes (the CLI trims every path before using it).
 _JS_WHITESPACE = (

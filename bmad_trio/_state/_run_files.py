@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import AsyncIterable, Generator, Iterable
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -30,10 +29,11 @@ from typing import IO, Any, Final
 
 import cattrs
 
-from ._agent import AgentMessage
-from ._converter import event_from_json, event_to_json, make_converter
-from ._errors import StateError
-from ._events import Event
+from .._agents._runner import AgentMessage
+from .._converter import event_from_json, event_to_json, make_converter
+from .._errors import StateError
+from .._events import Event
+from ._paths import run_dir, safe_name
 from ._redact import Redactor
 
 __all__ = [
@@ -45,25 +45,11 @@ __all__ = [
     "attach_run_log",
     "mark_task_as_run",
     "read_events",
-    "run_dir",
     "run_log_context",
 ]
 
-STATE_DIR_NAME: Final = ".bmad-trio"
 LOGGER_NAME: Final = "bmad_trio"
 LOG_FORMAT: Final = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-_UNSAFE_NAME_CHARS: Final = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def run_dir(project: Path, run_id: str) -> Path:
-    """``<project>/.bmad-trio/runs/<run_id>``."""
-    return Path(project) / STATE_DIR_NAME / "runs" / _safe_name(run_id)
-
-
-def _safe_name(part: str) -> str:
-    """A file-name-safe version of a story id, role or run id (no separators, no ``..``)."""
-    cleaned = _UNSAFE_NAME_CHARS.sub("_", part).strip(".")
-    return cleaned or "_"
 
 
 def _dumps(obj: object) -> str:
@@ -342,7 +328,7 @@ class RunFiles:
 
     def transcript_path(self, story_id: str, cycle: int, role: str) -> Path:
         """``transcripts/<story>-<cycle>-<role>.jsonl`` (story id and role made file-name safe)."""
-        name = f"{_safe_name(story_id)}-{int(cycle)}-{_safe_name(str(role))}.jsonl"
+        name = f"{safe_name(story_id)}-{int(cycle)}-{safe_name(str(role))}.jsonl"
         return self.transcripts_dir / name
 
     def write_event(self, event: Event) -> Event:

@@ -27,9 +27,9 @@ import anyio
 import anyio.abc
 import attrs
 
-from ._config import GateCommand
-from ._errors import GateError
-from ._redact import Redactor
+from .._config import GateCommand
+from .._errors import GateError
+from .._state._redact import Redactor
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_BYTES",

@@ -29,9 +29,9 @@ from typing import Final, cast
 
 import attrs
 
-from ._bmad._textio import write_text_atomic
-from ._errors import ConfigError
-from ._runfiles import STATE_DIR_NAME, run_dir
+from .._bmad._textio import write_text_atomic
+from .._errors import ConfigError
+from .._state._paths import STATE_DIR_NAME, run_dir, state_dir
 
 __all__ = [
     "DEMO_EPIC",
@@ -340,7 +340,7 @@ def _relative_files(root: Path, directory: str, pattern: str) -> list[str]:
 
 
 def _latest_run(root: Path) -> str | None:
-    runs = root / STATE_DIR_NAME / "runs"
+    runs = state_dir(root) / "runs"
     try:
         candidates = [p for p in runs.iterdir() if p.is_dir()]
     except OSError:

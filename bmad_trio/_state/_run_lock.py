@@ -18,14 +18,11 @@ import fcntl
 import os
 from pathlib import Path
 from types import TracebackType
-from typing import Final
 
-from ._errors import StateError
+from .._errors import StateError
+from ._paths import lock_path
 
-__all__ = ["LOCK_NAME", "RunLock"]
-
-STATE_DIR_NAME: Final = ".bmad-trio"
-LOCK_NAME: Final = "run.lock"
+__all__ = ["RunLock"]
 
 
 class RunLock:
@@ -43,7 +40,7 @@ class RunLock:
     @classmethod
     def for_project(cls, project: Path) -> RunLock:
         """The lock for ``<project>/.bmad-trio/run.lock`` (not yet taken)."""
-        return cls(Path(project) / STATE_DIR_NAME / LOCK_NAME)
+        return cls(lock_path(project))
 
     @property
     def held(self) -> bool:

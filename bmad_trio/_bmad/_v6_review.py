@@ -23,7 +23,7 @@ import re
 
 import attrs
 
-from ._bmad import Story, StoryStatus, StoryTask
+from . import Story, StoryStatus, StoryTask
 
 __all__ = ["ReviewItem", "ReviewOutcome", "ReviewVerdict", "decide_review", "review_items"]
 

@@ -44,9 +44,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
-from ._agent import AgentMessage, Outcome, SessionResult, SessionSpec, ToolCall
-from ._cli_process import CLIProcesses
-from ._permissions import tool_denial
+from ._cli_processes import CLIProcesses
+from ._runner import AgentMessage, Outcome, SessionResult, SessionSpec, ToolCall
+from ._tool_policy import tool_denial
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import attrs
 
-from ._agent import Role
-from ._bmad import EpicStory, Layout
+from .._agents._runner import Role
+from .._bmad import EpicStory, Layout
 
 __all__ = ["RolePlan", "fixer_plan", "role_plan"]
 

@@ -25,7 +25,7 @@ import httpx
 from rich.table import Table
 from rich.text import Text
 
-from ._config import GateCommand
+from .._config import GateCommand
 
 __all__ = [
     "AUTH_VARIABLES",
@@ -361,8 +361,8 @@ def check_bmad_layout(project: Path) -> CheckResult:
     A project without BMAD installed is a warning; so is a configured location the reader could
     not use as written (the layout's notes say which and what it did instead).
     """
-    from ._bmad import detect_layout  # imported here: `--help` and the other checks stay fast
-    from ._errors import ProjectError
+    from .._bmad import detect_layout  # imported here: `--help` and the other checks stay fast
+    from .._errors import ProjectError
 
     try:
         layout = detect_layout(project)

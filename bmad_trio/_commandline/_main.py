@@ -16,18 +16,18 @@ from contextlib import AbstractAsyncContextManager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
+from .._version import __version__
 
 if TYPE_CHECKING:
     import anyio
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
     from rich.console import Console
 
-    from ._agent import AgentRunner
-    from ._config import RunConfig
-    from ._events import Event
-    from ._run import Run, RunReport
-    from .testing import FakeAnthropicAPI
+    from .._agents._runner import AgentRunner
+    from .._config import RunConfig
+    from .._events import Event
+    from .._workflow._run import Run, RunReport
+    from ..testing import FakeAnthropicAPI
 
 __all__ = ["build_parser", "main"]
 
@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     import logging
 
-    from ._errors import BmadError, collapse
+    from .._errors import BmadError, collapse
 
     if not debug:  # the SDK logs warnings about tasks we cancel on purpose; they belong in run.log
         logging.getLogger("claude_agent_sdk").addHandler(logging.NullHandler())
@@ -194,7 +194,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _load(args: argparse.Namespace, **extra: object) -> RunConfig:
-    from ._config import load_config
+    from .._config import load_config
 
     return load_config(
         _project(args),
@@ -211,8 +211,8 @@ def _console(stderr: bool = False) -> Console:
 
 def _preflight(config: RunConfig, env: dict[str, str]) -> None:
     """The cheap part of ``doctor`` (CLI present, auth configured) before anything is spent."""
+    from .._errors import PreflightError
     from ._doctor import check_auth, find_cli
-    from ._errors import PreflightError
 
     cli, detail = find_cli(env, config.cli_path)
     if cli is None:
@@ -226,7 +226,7 @@ def _preflight(config: RunConfig, env: dict[str, str]) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ._run import prepare_run
+    from .._workflow._run import prepare_run
 
     config = _load(args, epic=args.epic)
     prepare_run(config)  # bad input is exit 2 before the preflight's exit 3
@@ -252,8 +252,8 @@ def resume_settings(args: argparse.Namespace) -> tuple[RunConfig, frozenset[str]
     """
     import attrs
 
-    from ._config import RunConfig, load_explicit, resumed_config
-    from ._errors import ConfigError
+    from .._config import RunConfig, load_explicit, resumed_config
+    from .._errors import ConfigError
 
     project = _project(args)
     given = load_explicit(
@@ -277,8 +277,9 @@ def _stored_config(project: Path, run_id: str | None) -> RunConfig | None:
     Reads the store without creating it (a project with no runs gets no ``.bmad-trio``)."""
     import anyio
 
-    from ._run import config_from_json
-    from ._store import open_store, state_db_path
+    from .._state._paths import state_db_path
+    from .._state._store import open_store
+    from .._workflow._run import config_from_json
 
     if not state_db_path(project).is_file():
         return None
@@ -313,7 +314,7 @@ def _run_with_progress(
         mode = "rich" if sys.stdout.isatty() else "plain"
 
     async def main() -> int:
-        from ._claude_runner import ClaudeAgentRunner
+        from .._agents._claude_runner import ClaudeAgentRunner
 
         run_scope = anyio.CancelScope()
         reports: list[RunReport] = []
@@ -387,8 +388,8 @@ async def _drive(
     """
     import anyio
 
-    from ._events import Event
-    from ._run import open_run
+    from .._events import Event
+    from .._workflow._run import open_run
 
     run: Run | None = None
     async with anyio.create_task_group() as tg:
@@ -470,7 +471,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
 
     def start_server() -> AbstractAsyncContextManager[dict[str, str]]:
-        from .testing import FakeAnthropicAPI, bmad_actor_scenario
+        from ..testing import FakeAnthropicAPI, bmad_actor_scenario
 
         return _ServerEnv(FakeAnthropicAPI(bmad_actor_scenario(set(demo.fail_first_review))))
 
@@ -512,8 +513,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     project = _project(args)
 
     async def collect() -> dict[str, Any]:
-        from ._errors import StateError
-        from ._store import open_store, state_db_path
+        from .._errors import StateError
+        from .._state._paths import state_db_path
+        from .._state._store import open_store
 
         if not state_db_path(project).is_file():
             raise StateError(f"{project}: no bmad-trio runs here yet")
@@ -631,9 +633,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     import anyio
 
-    from ._config import load_config
+    from .._config import load_config
+    from .._workflow._quality_gate_detection import effective_gates
     from ._doctor import checks_table, preflight_failed, run_checks
-    from ._gate_detection import effective_gates
 
     project = _project(args)
     config = load_config(project)
@@ -652,7 +654,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_fake_api(args: argparse.Namespace) -> int:
     import anyio
 
-    from .testing import bmad_actor_scenario, load_scenario, serve_fake_api
+    from ..testing import bmad_actor_scenario, load_scenario, serve_fake_api
 
     scenario = load_scenario(args.scenario) if args.scenario else bmad_actor_scenario()
 

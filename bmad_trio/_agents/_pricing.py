@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from ._agent import AgentMessage
+from ._runner import AgentMessage
 
 __all__ = ["FALLBACK_PRICE", "PRICES", "ModelPrice", "UsageMeter", "price_for"]
 

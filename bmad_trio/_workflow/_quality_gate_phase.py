@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from ._agent import Role
-from ._config import GateCommand
-from ._errors import GateError
-from ._events import GateFinished, GateStarted
+from .._agents._runner import Role
+from .._config import GateCommand
+from .._errors import GateError
+from .._events import GateFinished, GateStarted
 from ._prompts import fixer_plan
 from ._quality_gates import GateResult, format_gate_failure, run_gate
-from ._services import GateReport, PhaseVerdict, RunServices
+from ._run_services import GateReport, PhaseVerdict, RunServices
 
 __all__ = ["run_quality_gates"]
 

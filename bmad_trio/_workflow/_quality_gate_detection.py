@@ -20,8 +20,8 @@ from typing import Any, cast
 
 import attrs
 
-from ._config import GateCommand, RunConfig
-from ._errors import ProjectError
+from .._config import GateCommand, RunConfig
+from .._errors import ProjectError
 
 __all__ = ["detect_gates", "effective_gates", "gate_rows", "package_manager"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ._bmad import (
+from .._bmad import (
     BmadVersion,
     Epic,
     EpicStory,
@@ -22,12 +22,12 @@ from ._bmad import (
     read_story_state,
     sprint_keys_for,
 )
-from ._config import RunConfig
-from ._errors import ProjectError
-from ._gate_detection import gate_rows
-from ._prompts import rel
-from ._run import prepare_run
-from ._story_order import run_order
+from .._config import RunConfig
+from .._errors import ProjectError
+from .._workflow._prompts import rel
+from .._workflow._quality_gate_detection import gate_rows
+from .._workflow._run import prepare_run
+from .._workflow._story_order import run_order
 
 __all__ = ["make_plan", "next_action"]
 

@@ -1,0 +1,1 @@
+"""The ``bmad-trio`` command line and what only it uses: progress displays, notifications, doctor, demo, plan."""
