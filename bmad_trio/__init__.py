@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ._events import Event as Event
     from ._events import GateFinished as GateFinished
     from ._events import GateStarted as GateStarted
+    from ._events import MergeConflict as MergeConflict
     from ._events import PhaseFinished as PhaseFinished
     from ._events import PhaseStarted as PhaseStarted
     from ._events import RunFinished as RunFinished
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from ._events import RunStarted as RunStarted
     from ._events import SessionFinished as SessionFinished
     from ._events import StoryFinished as StoryFinished
+    from ._events import StoryMerged as StoryMerged
     from ._events import StoryStarted as StoryStarted
     from ._events import StoryStatusChanged as StoryStatusChanged
     from ._workflow._run import GateReport as GateReport
@@ -81,7 +83,9 @@ _LAZY: dict[str, str] = {
     "RunResumed": "._events",
     "RunStarted": "._events",
     "SessionFinished": "._events",
+    "MergeConflict": "._events",
     "StoryFinished": "._events",
+    "StoryMerged": "._events",
     "StoryStarted": "._events",
     "StoryStatusChanged": "._events",
     "GateReport": "._workflow._run",
@@ -113,6 +117,7 @@ __all__ = [
     "GateFinished",
     "GateReport",
     "GateStarted",
+    "MergeConflict",
     "Outcome",
     "PhaseFinished",
     "PhaseStarted",
@@ -132,6 +137,7 @@ __all__ = [
     "SessionSpec",
     "StateError",
     "StoryFinished",
+    "StoryMerged",
     "StoryReport",
     "StoryStarted",
     "StoryStatusChanged",

@@ -18,11 +18,20 @@ import attrs
 
 from ._errors import ConfigError
 
-__all__ = ["GateCommand", "RunConfig", "load_config", "load_explicit", "resumed_config"]
+__all__ = [
+    "GateCommand",
+    "RunConfig",
+    "effective_jobs",
+    "load_config",
+    "load_explicit",
+    "resumed_config",
+]
 
 ProgressMode = Literal["auto", "rich", "plain", "jsonl"]
 Backend = Literal["trio", "asyncio"]
 PermissionMode = Literal["default", "acceptEdits", "plan", "bypassPermissions"]
+Workspace = Literal["worktrees", "checkout"]
+FinishMode = Literal["merge", "branch", "push"]
 
 
 @attrs.frozen
@@ -68,7 +77,9 @@ class RunConfig:
     session_timeout: float = attrs.field(default=2700.0, validator=_positive)
     idle_timeout: float = attrs.field(default=600.0, validator=_positive)
     """A session that sends no message for this long is stopped."""
-    jobs: int = attrs.field(default=1, validator=_positive)
+    jobs: int | None = attrs.field(default=None, validator=_positive)
+    """Stories run at once; None: the smaller of 4 and the most stories that can run at once
+    (see :func:`effective_jobs`), and 1 for a ``checkout`` run, whose stories share one tree."""
     progress: ProgressMode = "auto"
     backend: Backend = "trio"
     notify: str | None = None
@@ -90,6 +101,42 @@ class RunConfig:
     qa_location: str | None = None
     cli_path: Path | None = attrs.field(default=None, converter=_optional_path)
     """Claude Code CLI to run (default: the one bundled in claude-agent-sdk)."""
+    workspace: Workspace = "worktrees"
+    """``worktrees`` (the default; needs a git repository with a commit): the run integrates on its
+    own branch in its own worktree, each story works in its own branch and worktree, and the
+    user's checkout is left alone until ``finish``. ``checkout``: the agents edit the project
+    folder itself, nothing is committed (for folders that are not git repositories; one story's
+    agents at a time is the only safe ``jobs`` there)."""
+    allow_dirty: bool = False
+    """Start although the checkout has uncommitted changes (the run starts from HEAD; the changes
+    are not part of it)."""
+    finish: FinishMode = "merge"
+    """What happens to the run's branch at the end: ``merge`` fast-forwards the user's branch when
+    it has not moved and the checkout is clean (else prints the command), ``branch`` leaves it,
+    ``push`` pushes it to ``remote`` (then runs ``pr_command``, if set)."""
+    branch_prefix: str = "bmad/"
+    """The run's branches: ``<prefix>epic-<n>`` integrates, ``<prefix><story key>`` holds one story."""
+    remote: str = "origin"
+    """Where ``finish = "push"`` pushes the run's branch."""
+    pr_command: str | None = None
+    """Run after a push, e.g. ``gh pr create --head {branch} --base {base} --title {title}``
+    (placeholders substituted per argument; never through a shell)."""
+    merge_attempts: int = attrs.field(default=2, validator=_positive)
+    """Resolver sessions a story gets when it conflicts with the integration branch."""
+
+
+DEFAULT_MAX_JOBS = 4
+"""The default ``jobs`` never exceeds this: each CLI session holds ~200 MB and the tests its agents
+run want CPU."""
+
+
+def effective_jobs(config: RunConfig, can_run_at_once: int) -> int:
+    """``config.jobs``, or its default for a run in which ``can_run_at_once`` stories can run at once."""
+    if config.jobs is not None:
+        return config.jobs
+    if config.workspace == "checkout":
+        return 1
+    return max(1, min(DEFAULT_MAX_JOBS, can_run_at_once))
 
 
 # key -> (python type(s) accepted, description for error messages)
@@ -118,11 +165,20 @@ _SCALAR_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "epic_location": ((str,), "a path"),
     "qa_location": ((str,), "a path"),
     "cli_path": ((str,), "a path"),
+    "workspace": ((str,), "worktrees or checkout"),
+    "allow_dirty": ((bool,), "true or false"),
+    "finish": ((str,), "one of merge, branch, push"),
+    "branch_prefix": ((str,), "a branch name prefix"),
+    "remote": ((str,), "a git remote name or URL"),
+    "pr_command": ((str,), "a command line"),
+    "merge_attempts": ((int,), "an integer"),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "progress": ("auto", "rich", "plain", "jsonl"),
     "backend": ("trio", "asyncio"),
     "permission_mode": ("default", "acceptEdits", "plan", "bypassPermissions"),
+    "workspace": ("worktrees", "checkout"),
+    "finish": ("merge", "branch", "push"),
 }
 CONFIG_KEYS: tuple[str, ...] = (*sorted(_SCALAR_KEYS), "gates", "stories")
 """Every key the config file accepts (the docs' reference is checked against this)."""

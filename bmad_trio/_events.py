@@ -16,6 +16,7 @@ __all__ = [
     "Event",
     "GateFinished",
     "GateStarted",
+    "MergeConflict",
     "PhaseFinished",
     "PhaseStarted",
     "RunFinished",
@@ -24,6 +25,7 @@ __all__ = [
     "RunStarted",
     "SessionFinished",
     "StoryFinished",
+    "StoryMerged",
     "StoryStarted",
     "StoryStatusChanged",
 ]
@@ -48,11 +50,13 @@ class RunStarted:
 
 @attrs.frozen(kw_only=True)
 class StoryStarted:
-    """A story's cycle began; ``status`` is what its file said then."""
+    """A story's cycle began; ``status`` is what its file said then, ``branch`` the git branch
+    its sessions work on (None when the run works in the checkout itself)."""
 
     story_id: str
     title: str
     status: str
+    branch: str | None = None
     ts: float = attrs.field(factory=_now)
 
 
@@ -131,6 +135,30 @@ class StoryFinished:
 
 
 @attrs.frozen(kw_only=True)
+class StoryMerged:
+    """The merge lane brought a done story onto the run's branch as ``commit``."""
+
+    story_id: str
+    branch: str
+    commit: str
+    ts: float = attrs.field(factory=_now)
+
+
+@attrs.frozen(kw_only=True)
+class MergeConflict:
+    """A done story could not land: ``reason`` is ``conflict`` (``files`` conflict with the run's
+    branch) or ``hook_failed`` (the repository's commit hook refused it; ``detail`` has its output).
+    The story's task resolves it (a resolver or fixer session) and the story queues again."""
+
+    story_id: str
+    branch: str
+    reason: str
+    files: tuple[str, ...] = ()
+    detail: str = ""
+    ts: float = attrs.field(factory=_now)
+
+
+@attrs.frozen(kw_only=True)
 class GateStarted:
     """A quality gate command started (``attempt`` counts from 1)."""
 
@@ -169,12 +197,16 @@ class RunResumed:
 
 @attrs.frozen(kw_only=True)
 class RunFinished:
-    """The run ended: ``status`` is done, failed or interrupted."""
+    """The run ended: ``status`` is done, failed or interrupted. ``branch`` is the run's git branch
+    (None in a checkout run) and ``finish`` what became of it (merged into your branch, pushed, or
+    the command that merges it)."""
 
     status: str
     cost_usd: float
     duration_s: float
     reason: str | None = None
+    branch: str | None = None
+    finish: str | None = None
     ts: float = attrs.field(factory=_now)
 
 
@@ -187,6 +219,8 @@ Event = (
     | PhaseFinished
     | StoryStatusChanged
     | StoryFinished
+    | StoryMerged
+    | MergeConflict
     | GateStarted
     | GateFinished
     | RunPaused
@@ -203,6 +237,8 @@ EVENT_TYPES: dict[str, type[Any]] = {
     "phase_finished": PhaseFinished,
     "story_status_changed": StoryStatusChanged,
     "story_finished": StoryFinished,
+    "story_merged": StoryMerged,
+    "merge_conflict": MergeConflict,
     "gate_started": GateStarted,
     "gate_finished": GateFinished,
     "run_paused": RunPaused,

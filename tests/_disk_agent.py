@@ -12,6 +12,7 @@ import attrs
 
 from bmad_trio import Outcome, SessionResult, SessionSpec
 from bmad_trio.testing import MockAgentRunner, parse_context
+from bmad_trio.testing._bmad_actor import resolve_conflict_blocks
 
 EPIC = """\
 # Sample PRD
@@ -77,7 +78,11 @@ class DiskAgent:
         if scripted:
             return scripted.pop(0)
         root = spec.cwd
-        if context.role == "sm":
+        if context.task == "resolve merge conflict":
+            for name in context.conflicts:
+                path = root / name
+                path.write_text(resolve_conflict_blocks(path.read_text()))
+        elif context.role == "sm":
             self._draft(root / context.story_file, context.story, context.story_title)
         elif context.role == "dev" and context.story not in self.lazy_dev:
             self._develop(root / context.story_file, root)

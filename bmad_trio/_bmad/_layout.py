@@ -73,6 +73,36 @@ class Layout:
         """``story_dir`` then the other ``story_dirs``, without repeats."""
         return tuple(dict.fromkeys((self.story_dir, *self.story_dirs)))
 
+    def rerooted(self, root: Path) -> Layout:
+        """The same layout in another checkout of the project (a story's git worktree): every path
+        inside the project moves under ``root``; paths outside it stay as they are."""
+
+        def move(path: Path) -> Path:
+            try:
+                return root / path.relative_to(self.project)
+            except ValueError:
+                return path
+
+        def move_all(paths: Mapping[str, Path]) -> dict[str, Path]:
+            return {key: move(path) for key, path in paths.items()}
+
+        return attrs.evolve(
+            self,
+            project=root,
+            config_path=None if self.config_path is None else move(self.config_path),
+            story_dir=move(self.story_dir),
+            story_dirs=tuple(move(p) for p in self.story_dirs),
+            epic_locations=tuple(move(p) for p in self.epic_locations),
+            qa_dir=move(self.qa_dir),
+            sprint_status_path=(
+                None if self.sprint_status_path is None else move(self.sprint_status_path)
+            ),
+            agent_files=move_all(self.agent_files),
+            task_files=move_all(self.task_files),
+            workflow_dirs=move_all(self.workflow_dirs),
+            dev_load_always_files=tuple(move(p) for p in self.dev_load_always_files),
+        )
+
 
 def _expand(value: str, project: Path, source: Path, key: str) -> Path:
     expanded = value.replace("{project-root}", str(project)).strip()

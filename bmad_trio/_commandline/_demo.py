@@ -57,7 +57,8 @@ DEMO_FAIL_FIRST_REVIEW: Final = ("1.2",)
 """Stories whose first QA review the scripted model fails, to show a Dev → QA fix cycle."""
 FAKE_API_PORT: Final = 8765
 _MARKER_SCHEMA: Final = 1
-_DERIVED_DIRS: Final = frozenset({"__pycache__"})
+_DERIVED_DIRS: Final = frozenset({"__pycache__", ".git"})
+"""Skipped when checking an earlier scaffold: caches, and the repository the demo made."""
 """Directories a demo may gain without being "touched" (the compile gate writes ``__pycache__``)."""
 
 
@@ -489,6 +490,36 @@ def _write(path: Path, text: str) -> None:
     write_text_atomic(path, text)
 
 
+def _commit_scaffold(root: Path) -> None:
+    """Make the sample project a git repository whose first commit holds it (``run`` needs one),
+    or commit a rewritten scaffold in the repository an earlier scaffold made."""
+    import subprocess
+
+    identity = ("-c", "user.name=bmad-trio demo", "-c", "user.email=demo@bmad-trio.invalid")
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+        return subprocess.run(
+            ["git", *identity, *args], cwd=root, capture_output=True, text=True, env=env
+        )
+
+    try:
+        if not (root / ".git").exists():
+            done = git("init", "-q")
+            if done.returncode != 0:
+                raise ConfigError(f"{root}: git init failed: {done.stderr.strip()}")
+        git("add", "-A")
+        staged = git("diff", "--cached", "--quiet")
+        if staged.returncode != 0:
+            done = git("commit", "-q", "--no-verify", "-m", "bmad-trio demo: the sample project")
+            if done.returncode != 0:
+                raise ConfigError(f"{root}: git commit failed: {done.stderr.strip()}")
+    except FileNotFoundError:
+        raise ConfigError(
+            "git is not installed: the demo's sample project is a git repository (install git)"
+        ) from None
+
+
 def scaffold_demo(directory: Path) -> DemoProject:
     """Write the demo's sample project into ``directory`` (created if missing) and describe it.
 
@@ -516,6 +547,7 @@ def scaffold_demo(directory: Path) -> DemoProject:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ConfigError(f"{root}: cannot write the demo project: {reason}") from None
+    _commit_scaffold(root)
     return DemoProject(
         root=root,
         epic_path=root / DEMO_EPIC,

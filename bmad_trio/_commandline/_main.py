@@ -65,7 +65,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--session-timeout", type=float, metavar="SECONDS", help="limit per agent session (2700)"
     )
-    group.add_argument("--jobs", type=int, metavar="N", help="stories run at once (1)")
+    group.add_argument("--jobs", type=int, metavar="N", help="stories run at once (default: up to 4 that can run at once)")
     group.add_argument(
         "--progress",
         choices=("auto", "rich", "plain", "jsonl"),
@@ -73,6 +73,17 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--backend", choices=("trio", "asyncio"), help="event loop (trio)")
     group.add_argument("--notify", metavar="URL", help="POST run events to this webhook")
+    group.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        default=None,
+        help="start although the checkout has uncommitted changes (they are not part of the run)",
+    )
+    group.add_argument(
+        "--finish",
+        choices=("merge", "branch", "push"),
+        help="at the end: merge (fast-forward your branch), branch (leave it), push (to remote)",
+    )
     group.add_argument("--config", type=Path, metavar="FILE", help="extra config file (TOML)")
     group.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -123,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="default: a temp dir")
     demo.add_argument("--no-run", action="store_true", help="only scaffold the sample project")
     _add_run_options(demo)
+
+    clean = commands.add_parser(
+        "clean",
+        help="remove the worktrees and branches of merged stories; say what is kept and why",
+    )
+    _add_project(clean)
 
     doctor = commands.add_parser("doctor", help="preflight checks with fix hints")
     _add_project(doctor)
@@ -185,6 +202,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "progress",
         "backend",
         "notify",
+        "allow_dirty",
+        "finish",
     )
     values: dict[str, object] = {n: getattr(args, n, None) for n in names}
     stories = getattr(args, "stories", None)
@@ -526,11 +545,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
             run = await store.get_run(run_id)
             stories = await store.stories(run_id)
             sessions = await store.sessions(run_id)
+        git = git_record(project, run.run_id)
+        per_story = git.get("stories", {})
         return {
             "run_id": run.run_id,
             "epic": run.epic,
             "status": run.status,
             "failure_reason": run.failure_reason,
+            "branch": git.get("branch"),
+            "start_commit": git.get("start_commit"),
             "cost_usd": round(sum(s.cost_usd for s in sessions), 6),
             "sessions": len(sessions),
             "duration_s": round(sum(s.duration_s for s in stories), 3),
@@ -544,6 +567,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
                     "cost_usd": round(s.cost_usd, 6),
                     "duration_s": round(s.duration_s, 3),
                     "failure_reason": s.failure_reason,
+                    "branch": per_story.get(s.story_id, {}).get("branch"),
+                    "worktree": per_story.get(s.story_id, {}).get("worktree"),
+                    "merged_commit": per_story.get(s.story_id, {}).get("merged_commit") or None,
                 }
                 for s in stories
             ],
@@ -576,7 +602,33 @@ def _cmd_status(args: argparse.Namespace) -> int:
         f"total ${data['cost_usd']:.4f} over {data['sessions']} sessions"
         + (f"; {data['failure_reason']}" if data["failure_reason"] else "")
     )
+    if data["branch"]:
+        console.print(f"run branch: {data['branch']}", markup=False, highlight=False)
+    for story in data["stories"]:
+        if story["worktree"] and Path(story["worktree"]).exists():
+            state = "merged" if story["merged_commit"] else "not merged"
+            console.print(
+                f"kept: {story['worktree']} (branch {story['branch']}, {state})",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
     return EXIT_OK
+
+
+def git_record(project: Path, run_id: str) -> dict[str, Any]:
+    """A run's git record (branches, worktrees, merged commits); empty for a checkout run."""
+    from .._errors import GitError
+    from .._state._paths import run_dir
+    from .._workflow._workspace import read_record
+
+    path = run_dir(project, run_id) / "git.json"
+    if not path.is_file():
+        return {}
+    try:
+        return read_record(path)
+    except GitError:
+        return {}
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:

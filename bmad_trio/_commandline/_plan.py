@@ -139,6 +139,11 @@ def _story_row(
         "dependencies": list(story.dependencies),
         "waiting_for": waiting,
         "next": action,
+        "branch": (
+            f"{config.branch_prefix}{story.key}" if config.workspace == "worktrees" else None
+        ),
+        "worktree": None,
+        "merged_commit": None,
     }
 
 
@@ -174,8 +179,17 @@ def make_plan(config: RunConfig) -> dict[str, Any]:
             ):
                 first_runnable = story.story_id
             stories.append(row)
+    if config.workspace == "worktrees":
+        from .._git import describe_git_needs
+
+        notes.extend(describe_git_needs(config.project))
     return {
         "epic": rel(layout, prepared.epic.path),
+        "branch": (
+            f"{config.branch_prefix}epic-{prepared.epic.number}"
+            if config.workspace == "worktrees"
+            else None
+        ),
         "epics": [epic.number for epic in epics],
         "layout": layout.version,
         "story_dir": rel(layout, layout.story_dir),

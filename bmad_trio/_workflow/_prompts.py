@@ -275,3 +275,61 @@ def fixer_plan(layout: Layout, gate_name: str, failure: str) -> RolePlan:
         ROLE_TOOLS[Role.FIXER],
         ("**",),
     )
+
+
+def resolver_plan(
+    layout: Layout, story: EpicStory, *, files: Sequence[str], onto: str, branch: str
+) -> RolePlan:
+    """A Dev session that resolves the conflicts of rebasing story ``branch`` onto ``onto``."""
+    task = (
+        f"Story {story.story_id} ('{story.title}') is done on branch {branch}, but it conflicts "
+        f"with the run's branch {onto}, where other stories have landed since it started. Git has "
+        "stopped a rebase of the story onto that branch. In each conflicting file listed below, "
+        "resolve every conflict (the <<<<<<< ======= >>>>>>> blocks): keep what both sides meant "
+        "to do (the story's change and the other stories' changes), remove every conflict "
+        "marker, and keep the project's tests passing. Do not run git commands: the "
+        "orchestrator continues the rebase when you are done."
+    )
+    context = _context(
+        [
+            ("role", Role.DEV.value),
+            ("task", "resolve merge conflict"),
+            ("story", story.story_id),
+            ("story title", story.title),
+            ("conflicts", ", ".join(files)),
+            ("branch", branch),
+            ("onto", onto),
+        ]
+    )
+    return RolePlan(
+        Role.DEV,
+        f"{task}\n\n{context}",
+        _system(Role.DEV, v6=layout.version == "v6"),
+        ROLE_TOOLS[Role.DEV],
+        ("**",),
+    )
+
+
+def hook_fixer_plan(layout: Layout, story: EpicStory, *, output: str) -> RolePlan:
+    """A fixer session for a story the repository's commit hook refused to land."""
+    task = (
+        f"Story {story.story_id} ('{story.title}') is done, but the repository's commit hook "
+        "refused it when it was merged onto the run's branch. Read the hook's output below and "
+        "fix what it reports in the project's files with the smallest correct change. Do not "
+        "change or disable the hook, and do not run git commands."
+    )
+    context = _context(
+        [
+            ("role", Role.FIXER.value),
+            ("story", story.story_id),
+            ("package", guess_package_dir(layout.project)),
+            ("gate command", f"commit hook\n{output}"),
+        ]
+    )
+    return RolePlan(
+        Role.FIXER,
+        f"{task}\n\n{context}",
+        _system(Role.FIXER),
+        ROLE_TOOLS[Role.FIXER],
+        ("**",),
+    )

@@ -34,6 +34,7 @@ from anyio.streams.memory import (
     MemoryObjectStreamStatistics,
 )
 
+from .. import _git
 from .._agents._runner import AgentRunner
 from .._bmad import (
     Epic,
@@ -45,7 +46,7 @@ from .._bmad import (
     resolve_epics,
     story_dirs_near,
 )
-from .._config import RunConfig, resumed_config
+from .._config import RunConfig, effective_jobs, resumed_config
 from .._converter import make_converter
 from .._errors import BmadError, ConfigError, ProjectError, StateError, collapse
 from .._events import Event, RunFinished, RunStarted, StoryFinished, StoryStarted
@@ -54,11 +55,13 @@ from .._state._redact import Redactor
 from .._state._run_files import RunFiles, mark_task_as_run
 from .._state._run_lock import RunLock
 from .._state._store import Store
+from ._merge_phase import land_done_story
 from ._quality_gate_detection import with_effective_gates
 from ._quality_gate_phase import run_quality_gates
 from ._run_services import Budget, GateReport, PauseGate, RunAbort, RunServices, StoryReport
 from ._story_cycle import StoryCycle
-from ._story_order import run_order
+from ._story_order import run_order, widest_level
+from ._workspace import CheckoutWorkspace, GitWorkspace, open_workspace
 
 __all__ = [
     "EventStream",
@@ -89,6 +92,11 @@ class RunReport:
     cost_usd: float = 0.0
     duration_s: float = 0.0
     failure_reason: str | None = None
+    branch: str | None = None
+    """The run's git branch, holding every story that landed (None for a ``checkout`` run)."""
+    finish: str | None = None
+    """What became of ``branch`` at the end (see ``RunConfig.finish``), e.g. the command that
+    merges it when your branch had moved."""
 
     @property
     def ok(self) -> bool:
@@ -367,6 +375,10 @@ class Run:
                 await store.aclose()
                 raise
         prepared = await anyio.to_thread.run_sync(prepare_run, config)
+        if store is None and config.workspace == "worktrees":
+            # Before anything is written: not a repository, no commit, a dirty checkout or a
+            # detached HEAD is bad input (exit 2) that names the commands that fix it.
+            await _git.check_repository(config.project, allow_dirty=config.allow_dirty)
         lock = RunLock.for_project(config.project)
         try:
             lock.acquire()
@@ -429,6 +441,11 @@ class Run:
         async def emit(event: Event) -> None:
             await self._emit(event, files)
 
+        jobs = effective_jobs(config, widest_level(prepared.stories))
+        workspace = await open_workspace(
+            config, layout, epic, run_id=run_id, run_dir=files.root, resumed=resumed
+        )
+
         services = RunServices(
             config=config,
             layout=layout,
@@ -438,9 +455,7 @@ class Run:
             files=files,
             run_id=run_id,
             emit=emit,
-            budget=Budget(
-                config.budget_usd, spent, jobs=config.jobs, stories=len(prepared.stories)
-            ),
+            budget=Budget(config.budget_usd, spent, jobs=jobs, stories=len(prepared.stories)),
             pause=PauseGate(emit),
             api_backoff_s=config.rate_limit_backoff,
         )
@@ -450,6 +465,7 @@ class Run:
         gates: list[GateReport] = []
         ended_normally = False  # False while an exception (a cancel included) ends the run
         final: Event | None = None
+        finish: str | None = None
         try:
             for position, story in enumerate(prepared.stories):
                 await store.upsert_story(
@@ -471,12 +487,15 @@ class Run:
                 overridden = ", ".join(self._overridden) or "nothing"
                 log.info("resumed with the stored settings; overridden: %s", overridden)
             try:
-                await _schedule(services, prepared.stories, stories, gates)
+                await _schedule(services, workspace, jobs, prepared.stories, stories, gates)
                 all_done = all(r.status == StoryStatus.DONE.value for r in stories.values())
                 if config.skip_gates or not config.gates:
                     pass
                 elif all_done:
-                    _keep_last(gates, await run_quality_gates(services, config.gates))
+                    # On the merged result: every story has landed, the lane has ended.
+                    merged = _at(services, workspace.integration_layout)
+                    _keep_last(gates, await run_quality_gates(merged, config.gates))
+                    await workspace.commit_integration("quality gates: the fixers' changes")
                 else:  # a gate that ran after a story keeps that (its last) result
                     ran = {g.name for g in gates}
                     gates += [
@@ -500,6 +519,7 @@ class Run:
                     reason = "gate(s) failed: " + ", ".join(g.name for g in failed_gates)
                 else:
                     status = "done"
+                finish = await _finish(workspace, status)
             except RunAbort as exc:
                 reason = str(exc)
             ended_normally = True
@@ -533,10 +553,19 @@ class Run:
                     cost_usd=cost,
                     duration_s=duration,
                     failure_reason=reason,
+                    branch=workspace.branch,
+                    finish=finish,
                 )
                 self._report = report
                 final = self._record(
-                    RunFinished(status=status, cost_usd=cost, duration_s=duration, reason=reason),
+                    RunFinished(
+                        status=status,
+                        cost_usd=cost,
+                        duration_s=duration,
+                        reason=reason,
+                        branch=workspace.branch,
+                        finish=finish,
+                    ),
                     files,
                 )
                 if not ended_normally:
@@ -567,8 +596,31 @@ async def _report_from_store(store: Store, run_id: str, story: EpicStory) -> Sto
     )
 
 
+def _at(services: RunServices, layout: Layout, epic: Epic | None = None) -> RunServices:
+    """The run's services working in another tree (a story's worktree, the integration worktree):
+    same budget, store, pause and locks; sessions start there and write only there."""
+    return attrs.evolve(services, layout=layout, epic=epic or services.epic)
+
+
+async def _finish(workspace: CheckoutWorkspace | GitWorkspace, status: str) -> str | None:
+    """Hand the run's branch over (git workspaces): as ``finish`` says when every story is done,
+    else leave it and say how to merge what landed."""
+    if not isinstance(workspace, GitWorkspace):
+        return None
+    branch = workspace.integration.branch
+    if status != "done":
+        return (
+            f"the run's branch {branch} keeps the stories that landed; "
+            f"merge it when you are ready: git merge --ff-only {branch}"
+        )
+    result = await workspace.finish()
+    return result.message
+
+
 async def _schedule(
     services: RunServices,
+    workspace: CheckoutWorkspace | GitWorkspace,
+    jobs: int,
     stories: tuple[EpicStory, ...],
     reports: dict[str, StoryReport],
     gates: list[GateReport],
@@ -623,17 +675,34 @@ async def _schedule(
         try:
             try:
                 row = await services.store.get_story(services.run_id, story.story_id)
+                place = await workspace.open_story(story)
+                mine = _at(services, place.layout, place.epic)
                 await services.emit(
-                    StoryStarted(story_id=story.story_id, title=story.title, status=row.status)
+                    StoryStarted(
+                        story_id=story.story_id,
+                        title=story.title,
+                        status=row.status,
+                        branch=place.branch,
+                    )
                 )
-                report = await StoryCycle(services, story, cycles=row.cycles).run()
+                cycle = StoryCycle(mine, story, cycles=row.cycles, workspace=workspace, place=place)
+                report = await cycle.run()
+                if report.status == "done" and isinstance(workspace, GitWorkspace):
+                    # Its dependents start only once it has landed: from the merged tip.
+                    report = await land_done_story(mine, workspace, place, story, report)
             finally:
                 running -= 1  # the agent work is over: the slot may go to the next story now
                 wake()
             reports[story.story_id] = report
             await services.emit(_story_finished(report))
             if report.status == "done" and config.gates_after_each_story and not config.skip_gates:
-                _keep_last(gates, await run_quality_gates(services, config.gates or ()))
+                # On the merged result, while no other story lands (the lane holds the lock too).
+                async with workspace.integration_lock:
+                    merged = _at(services, workspace.integration_layout)
+                    _keep_last(gates, await run_quality_gates(merged, config.gates or ()))
+                    await workspace.commit_integration(
+                        f"quality gates after {story.story_id}: the fixers' changes"
+                    )
             if report.status != "done" and config.stop_on_failure:
                 reason = f"story {story.story_id} {report.status}: {report.failure_reason}"
                 abort.append(RunAbort(reason))
@@ -649,6 +718,10 @@ async def _schedule(
             wake()
 
     async with anyio.create_task_group() as tg:
+        if isinstance(workspace, GitWorkspace):
+            # The merge lane: the one task that writes the run's branch. It ends once the last
+            # story has landed and close_lane() below has closed its queue.
+            tg.start_soon(workspace.serve_lane, services.emit, name="merge lane")
         while pending:
             progressed = False
             for story in list(pending):
@@ -666,7 +739,7 @@ async def _schedule(
                     ended.add(story.story_id)
                     progressed = True
                     break  # that awaited: the state may have moved on, scan again from the start
-                if running < config.jobs:
+                if running < jobs:
                     # The first ready story in run order gets the free slot.
                     pending.remove(story)
                     running += 1
@@ -680,6 +753,11 @@ async def _schedule(
             # all come before it), and with nothing in flight it would have been startable.
             assert in_flight, f"scheduler stuck with {[s.story_id for s in pending]} pending"
             await changed.wait()
+        # Every story has started or been blocked; the lane must outlive the last landing, and
+        # only then may its queue close (else the task group would wait on the lane forever).
+        while in_flight:
+            await changed.wait()
+        workspace.close_lane()
     if abort:
         raise abort[0]
 

@@ -48,6 +48,7 @@ from .._errors import ProjectError
 from .._events import PhaseFinished, PhaseStarted, StoryStatusChanged
 from ._prompts import RolePlan, rel, role_plan
 from ._run_services import PhaseVerdict, RunAbort, RunServices, StoryReport
+from ._workspace import StoryPlace, Workspace
 
 __all__ = ["StoryCycle"]
 
@@ -77,10 +78,24 @@ class _Disk:
 class StoryCycle:
     """Takes one story through SM → approval → Dev → QA → decision until done, failed or blocked."""
 
-    def __init__(self, services: RunServices, story: EpicStory, *, cycles: int = 0) -> None:
+    def __init__(
+        self,
+        services: RunServices,
+        story: EpicStory,
+        *,
+        cycles: int = 0,
+        workspace: Workspace | None = None,
+        place: StoryPlace | None = None,
+    ) -> None:
         self.s = services
+        """The story's services: their layout is the story's own tree (its git worktree)."""
         self.story = story
         self.cycles = cycles
+        self._workspace = workspace
+        self._place = place
+        self._session_role = "code"
+        self._session_cost = 0.0
+        """Role and cost of the phase's session, for its commit's trailers."""
         self._sm_attempts = 0
         self._api_retries = 0
         self._findings: str | None = None
@@ -258,6 +273,24 @@ class StoryCycle:
                     log.warning("sprint status not updated: %s", exc)
 
         await anyio.to_thread.run_sync(write)
+        await self._checkpoint("code", f"status {status.value}")
+
+    async def _checkpoint(self, role: str, what: str, cost_usd: float = 0.0) -> None:
+        """Commit what changed on the story's branch since the last commit (git workspaces only).
+
+        Called once a phase's changes are on disk and before the store records the phase as
+        finished: a phase the store calls finished is committed, so a resume never redoes it,
+        and a phase in flight is rolled back to this commit."""
+        if self._workspace is None or self._place is None:
+            return
+        await self._workspace.checkpoint(
+            self._place,
+            story=self.story,
+            role=role,
+            cycle=self.cycles,
+            what=what,
+            cost_usd=cost_usd,
+        )
 
     # -- phases -------------------------------------------------------------------------------
 
@@ -278,6 +311,7 @@ class StoryCycle:
             result = await self.s.run_session(
                 plan, story_id=self.sid, cycle=cycle, phase_id=phase_id
             )
+            self._session_role, self._session_cost = plan.role.value, result.cost_usd
             await self.s.store.update_story(self.s.run_id, self.sid, add_duration=result.duration_s)
             verdict = self.s.handle_outcome(result)
             if verdict is PhaseVerdict.RETRY:
@@ -296,6 +330,9 @@ class StoryCycle:
     async def _end_phase(
         self, phase_id: int, phase: str, cycle: int, ok: bool, detail: str
     ) -> None:
+        role, cost = self._session_role, self._session_cost
+        self._session_role, self._session_cost = "code", 0.0
+        await self._checkpoint(role, f"{phase}: {detail}", cost)
         await self.s.store.finish_phase(phase_id, ok, detail)
         await self.s.emit(
             PhaseFinished(story_id=self.sid, phase=phase, cycle=cycle, ok=ok, detail=detail)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from .._bmad import EpicStory
 from .._errors import ProjectError
 
-__all__ = ["run_order"]
+__all__ = ["run_order", "widest_level"]
 
 
 def run_order(stories: Sequence[EpicStory]) -> tuple[EpicStory, ...]:
@@ -48,3 +48,19 @@ def run_order(stories: Sequence[EpicStory]) -> tuple[EpicStory, ...]:
         stuck = [s.story_id for i, s in enumerate(stories) if waiting_on[i]]
         raise ProjectError("dependency cycle among stories " + ", ".join(stuck))
     return tuple(ordered)
+
+
+def widest_level(stories: Sequence[EpicStory]) -> int:
+    """How many of ``stories`` can run at once at most, level by level: the largest number of
+    stories at the same depth of the dependency graph (a story's depth is one more than its
+    deepest selected dependency's). 0 for no stories."""
+    position = {story.story_id: index for index, story in enumerate(stories)}
+    depth: dict[int, int] = {}
+    for story in run_order(stories):  # dependencies first, so theirs are known
+        index = position[story.story_id]
+        deps = [position[d] for d in story.dependencies if d in position and position[d] != index]
+        depth[index] = 1 + max((depth[d] for d in deps), default=-1)
+    counts: dict[int, int] = {}
+    for level in depth.values():
+        counts[level] = counts.get(level, 0) + 1
+    return max(counts.values(), default=0)

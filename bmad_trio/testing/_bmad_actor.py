@@ -20,12 +20,18 @@ Context block (keys are case-insensitive; unknown lines are ignored)::
     - gate command: <command and output>
     - sprint status: _bmad-output/implementation-artifacts/sprint-status.yaml
     - bmad: v6
+    - task: resolve merge conflict
+    - conflicts: src/app.py, README.md
 
 With ``bmad: v6`` the roles act like BMAD v6's workflows: SM (create-story) writes a plain
 ``Status: ready-for-dev`` line and moves the story's sprint-status entry; Dev (dev-story) also moves
 it to ``review``; QA (code-review) writes no gate file but appends ``### Review Findings`` with
 ``- [ ] [Review][Patch] …`` items to the story's tasks, sets its Status to ``done`` or
 ``in-progress`` and syncs the sprint-status entry.
+
+A Dev session with ``task: resolve merge conflict`` reads each file named in ``conflicts`` and
+writes it back with every conflict block replaced by both sides (the run's branch's lines, then the
+story's), the way a union merge would.
 
 Dev writes ``<package>/<name>.py`` with a function ``<name>()`` (``name`` is the story title in
 snake case) and ``tests/test_<name>.py``, a unittest test that puts ``<package>``'s parent directory
@@ -74,6 +80,10 @@ class StoryContext:
     """v6: the sprint-status.yaml the story's entry is in."""
     bmad: str = ""
     """``v6`` when the project runs BMAD v6 (QA is code-review, no gate file)."""
+    task: str = ""
+    """What a Dev session is for when it is not the story's implementation (a merge conflict)."""
+    conflicts: tuple[str, ...] = ()
+    """The files a resolver session must resolve."""
 
 
 def parse_context(text: str) -> StoryContext | None:
@@ -113,6 +123,10 @@ def parse_context(text: str) -> StoryContext | None:
         gate_command=values.get("gate_command", ""),
         sprint_status=values.get("sprint_status", "").strip(),
         bmad=values.get("bmad", "").strip().lower(),
+        task=values.get("task", "").strip().lower(),
+        conflicts=tuple(
+            name.strip() for name in values.get("conflicts", "").split(",") if name.strip()
+        ),
     )
 
 
@@ -633,6 +647,45 @@ def _qa_results_edit(
     return [Reply.edit(plan.path(plan.ctx.story_file), "## QA Results", block.rstrip("\n"))]
 
 
+def resolve_conflict_blocks(text: str) -> str:
+    """``text`` with each conflict block replaced by both of its sides (the base of a diff3 block
+    dropped): a union merge."""
+    out: list[str] = []
+    state = "outside"
+    for line in text.splitlines(keepends=True):
+        if line.startswith("<<<<<<< "):
+            state = "ours"
+        elif line.startswith("||||||| ") and state == "ours":
+            state = "base"
+        elif line.startswith("=======") and state in ("ours", "base"):
+            state = "theirs"
+        elif line.startswith(">>>>>>> ") and state == "theirs":
+            state = "outside"
+        elif state != "base":
+            out.append(line)
+    return "".join(out)
+
+
+def _resolver(plan: _Plan, turn: int) -> Reply:
+    files = plan.ctx.conflicts
+    if not files:
+        return Reply.text("Resolver: no conflicting file was named.")
+    if turn == 0:
+        reads = [Reply.read(plan.path(name)) for name in files]
+        return Reply.tools(*reads, text="Reading the conflicting files.")
+    if turn == 1:
+        writes: list[ToolUseBlock] = []
+        for name in files:
+            found = plan.read_result(name)
+            if found is None or not found[1]:
+                continue
+            writes.append(Reply.write(plan.path(name), resolve_conflict_blocks(found[0])))
+        if not writes:
+            return Reply.text("Resolver: could not read the conflicting files.")
+        return Reply.tools(*writes, text="Keeping both sides of every conflict.")
+    return Reply.text("Resolver: every conflict is resolved.")
+
+
 def _fixer(plan: _Plan, turn: int) -> Reply:
     ctx = plan.ctx
     named = [m.group(1) for m in _PATH_IN_OUTPUT.finditer(ctx.gate_command)]
@@ -676,6 +729,8 @@ class BmadActor:
         turn = request.assistant_turns
         if ctx.role == "sm":
             return _sm(plan, turn)
+        if ctx.role == "dev" and ctx.task == "resolve merge conflict":
+            return _resolver(plan, turn)
         if ctx.role == "dev":
             return _dev(plan, turn)
         if ctx.role == "qa":

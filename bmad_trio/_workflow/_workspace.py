@@ -1,0 +1,473 @@
+"""Where a run's agents work, and how their work reaches the integration branch.
+
+Two kinds of workspace, chosen by ``RunConfig.workspace``:
+
+- :class:`GitWorkspace` (``worktrees``, the default): the run integrates on its own branch in its
+  own worktree, started from the commit the run began at; each story gets a branch and a worktree
+  from the integration tip (its dependencies are merged by then), every phase that changed files
+  is committed there, and a done story reaches the integration branch through the merge lane.
+  The user's checkout is not touched until :meth:`GitWorkspace.finish`.
+- :class:`CheckoutWorkspace` (``checkout``): the agents edit the project folder itself; nothing is
+  committed. For folders that are not git repositories.
+
+The merge lane is one task (:meth:`GitWorkspace.serve_lane`) and the only writer of the
+integration branch: stories queue in completion order; a story that conflicts goes back to its own
+task, which rebases it and runs a resolver session there, so the lane never waits on a model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal, Protocol
+
+import anyio
+import anyio.abc
+import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .. import _git
+from .._bmad import Epic, EpicStory, Layout, SprintStatusFile, StoryStatus
+from .._bmad._textio import write_text_atomic
+from .._config import RunConfig
+from .._errors import GitError, ProjectError
+from .._events import MergeConflict, StoryMerged
+
+__all__ = [
+    "CheckoutWorkspace",
+    "GitWorkspace",
+    "LandOutcome",
+    "StoryPlace",
+    "Workspace",
+    "open_workspace",
+]
+
+log = logging.getLogger("bmad_trio.workspace")
+
+_GIT_FILE: str = "git.json"
+"""Per run, in the run's folder: the commit the run started at and its branches (for resume)."""
+
+
+@attrs.define
+class StoryPlace:
+    """Where one story's sessions work: its layout (project root = its worktree) and branch."""
+
+    layout: Layout
+    epic: Epic
+    branch: str | None = None
+    worktree: Path | None = None
+    base_commit: str | None = None
+
+
+@attrs.frozen
+class LandOutcome:
+    """What the merge lane did with a done story."""
+
+    status: Literal["landed", "conflict", "hook_failed", "not_git"]
+    commit: str | None = None
+    files: tuple[str, ...] = ()
+    output: str = ""
+
+
+class Workspace(Protocol):
+    """What the story cycle needs from a workspace."""
+
+    async def checkpoint(
+        self,
+        place: StoryPlace,
+        *,
+        story: EpicStory,
+        role: str,
+        cycle: int,
+        what: str,
+        cost_usd: float,
+    ) -> str | None: ...
+
+
+@attrs.define
+class CheckoutWorkspace:
+    """The project folder itself: every story works there, nothing is committed."""
+
+    layout: Layout
+    epic: Epic
+    integration_lock: anyio.Lock = attrs.field(factory=anyio.Lock)
+    """Held while quality gates run after a story (there is no lane to keep out)."""
+
+    @property
+    def integration_layout(self) -> Layout:
+        return self.layout
+
+    def close_lane(self) -> None:
+        """No lane here: nothing to close."""
+
+    @property
+    def branch(self) -> str | None:
+        return None
+
+    async def open_story(self, story: EpicStory) -> StoryPlace:
+        await anyio.lowlevel.checkpoint()
+        return StoryPlace(self.layout, self.epic)
+
+    async def checkpoint(
+        self,
+        place: StoryPlace,
+        *,
+        story: EpicStory,
+        role: str,
+        cycle: int,
+        what: str,
+        cost_usd: float,
+    ) -> str | None:
+        await anyio.lowlevel.checkpoint()
+        return None
+
+    async def land(self, place: StoryPlace, story: EpicStory, *, cost_usd: float) -> LandOutcome:
+        await anyio.lowlevel.checkpoint()
+        return LandOutcome("not_git")
+
+    async def commit_integration(self, message: str) -> str | None:
+        await anyio.lowlevel.checkpoint()
+        return None
+
+
+@attrs.frozen
+class _LandRequest:
+    place: StoryPlace
+    story: EpicStory
+    cost_usd: float
+    reply: MemoryObjectSendStream[LandOutcome]
+
+
+@attrs.define
+class GitWorkspace:
+    """A run on git: the integration worktree, one worktree per story, and the merge lane.
+
+    Made by :func:`open_workspace`; :meth:`serve_lane` must run (in the run's task group) while
+    stories land. Every git call is a subprocess that a cancel kills; a run killed part-way is
+    made consistent again by :func:`open_workspace` on resume (a merge or rebase in progress is
+    undone, a phase in flight rolled back to its last commit), so nothing here needs a shield.
+    """
+
+    config: RunConfig
+    run_id: str
+    project: Path
+    """The repository's top level (the user's checkout)."""
+    layout: Layout
+    """The run's layout in the user's checkout (as ``prepare_run`` detected it)."""
+    epic: Epic
+    start_commit: str
+    user_branch: str
+    integration: _git.Worktree
+    record_path: Path
+    """``runs/<run_id>/git.json``: the run's start commit and branches, and per story its branch,
+    worktree and merged commit (``status`` reads it)."""
+    record: dict[str, object]
+    integration_lock: anyio.Lock = attrs.field(factory=anyio.Lock)
+    """Held by the lane while it lands a story, and by quality gates run on the merged result
+    after a story (they and their fixers write the integration worktree too)."""
+    _lane_send: MemoryObjectSendStream[_LandRequest] = attrs.field(init=False)
+    _lane_receive: MemoryObjectReceiveStream[_LandRequest] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Unbounded on purpose: a story that queues to land must never wait for the lane to take
+        # it (the lane may be busy landing another story); there are at most ``stories`` items.
+        self._lane_send, self._lane_receive = anyio.create_memory_object_stream[_LandRequest](
+            float("inf")
+        )
+
+    @property
+    def integration_layout(self) -> Layout:
+        return self.layout.rerooted(self._project_in(self.integration.path))
+
+    @property
+    def branch(self) -> str | None:
+        return self.integration.branch
+
+    def _rerooted(self, root: Path) -> tuple[Layout, Epic]:
+        layout = self.layout.rerooted(root)
+        epic_path = _moved(self.epic.path, self.layout.project, root)
+        epic = self.epic if not epic_path.is_file() else attrs.evolve(self.epic, path=epic_path)
+        return layout, epic
+
+    async def open_story(self, story: EpicStory) -> StoryPlace:
+        """The story's worktree: made from the integration tip the first time (its dependencies
+        have landed by then), reused as it is on resume."""
+        branch = f"{self.config.branch_prefix}{story.key}"
+        tip = await _git.head_commit(self.integration.path)
+        worktree = await _git.create_story_worktree(
+            self.project,
+            run_id=self.run_id,
+            story_key=story.key,
+            branch=branch,
+            base_commit=tip,
+        )
+        layout, epic = self._rerooted(self._project_in(worktree.path))
+        await self._note_story(story.story_id, branch=branch, worktree=str(worktree.path))
+        return StoryPlace(layout, epic, branch=branch, worktree=worktree.path, base_commit=tip)
+
+    def _project_in(self, worktree: Path) -> Path:
+        """The project folder inside a worktree (the project may be a sub-folder of the repository)."""
+        return worktree / self.layout.project.relative_to(self.project)
+
+    async def _note_story(self, story_id: str, **fields: str) -> None:
+        stories = self.record.setdefault("stories", {})
+        assert isinstance(stories, dict)
+        entry: dict[str, str] = stories.setdefault(story_id, {})  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        entry.update(fields)
+        await anyio.to_thread.run_sync(_write_record, self.record_path, self.record)
+
+    async def checkpoint(
+        self,
+        place: StoryPlace,
+        *,
+        story: EpicStory,
+        role: str,
+        cycle: int,
+        what: str,
+        cost_usd: float,
+    ) -> str | None:
+        """Commit what the phase changed on the story's branch (None: nothing changed).
+
+        v6 ``sprint-status.yaml`` is put back first: only the merge lane writes it, on the
+        integration branch, so two stories never conflict on it.
+        """
+        assert place.worktree is not None
+        await self._restore_sprint_status(place)
+        trailers = self._trailers(story, role=role, cycle=cycle, cost_usd=cost_usd)
+        return await _git.commit_phase(
+            place.worktree, message=f"{story.story_id} {role}: {what}", trailers=trailers
+        )
+
+    async def land(self, place: StoryPlace, story: EpicStory, *, cost_usd: float) -> LandOutcome:
+        """Queue the story for the merge lane and wait for its outcome. Cancelling the wait leaves
+        the request queued: the lane lands it (or not) all the same, and a resume sees that."""
+        send, receive = anyio.create_memory_object_stream[LandOutcome](1)
+        with receive:
+            await self._lane_send.send(_LandRequest(place, story, cost_usd, send))
+            return await receive.receive()
+
+    def close_lane(self) -> None:
+        """No more stories will land: the lane ends once it has landed those queued."""
+        self._lane_send.close()
+
+    async def serve_lane(self, emit: _Emit) -> None:
+        """The merge lane: land queued stories one at a time, in the order they came.
+
+        Ends when :meth:`close_lane` has been called and the queue is empty. Cancelling it kills
+        the git command in flight; the next resume undoes a landing left half-way."""
+        async with self._lane_receive:
+            async for request in self._lane_receive:
+                with request.reply:
+                    async with self.integration_lock:
+                        outcome = await self._land_now(request)
+                    await _announce(emit, request.story, request.place, outcome)
+                    request.reply.send_nowait(outcome)
+
+    async def _land_now(self, request: _LandRequest) -> LandOutcome:
+        story, place = request.story, request.place
+        assert place.branch is not None
+        if await _git.is_landed(self.integration.path, story_branch=place.branch):
+            return LandOutcome("landed", await _git.head_commit(self.integration.path))
+        trailers = self._trailers(story, role="merge", cycle=0, cost_usd=request.cost_usd)
+        result = await _git.land_story(
+            self.integration.path,
+            story_branch=place.branch,
+            message=f"{story.story_id}: {story.title}",
+            trailers=trailers,
+        )
+        if result.status != "landed":
+            return LandOutcome(result.status, None, tuple(result.files), result.output)
+        commit = result.commit
+        synced = await self._sync_sprint_status(story)
+        await self._note_story(story.story_id, merged_commit=commit or "")
+        return LandOutcome("landed", synced or commit)
+
+    async def commit_integration(self, message: str) -> str | None:
+        """Commit what run-level sessions (quality-gate fixers) changed in the integration
+        worktree. Only called when no story is landing (the lane is idle or closed)."""
+        return await _git.commit_phase(
+            self.integration.path,
+            message=message,
+            trailers={"Bmad-Run": self.run_id, "Bmad-Role": "fixer"},
+        )
+
+    async def finish(self) -> _git.FinishResult:
+        """Hand the run's branch to the user the way ``finish`` says (see RunConfig.finish)."""
+        return await _git.finish(
+            self.project,
+            mode=self.config.finish,
+            integration_branch=self.integration.branch,
+            user_branch=self.user_branch,
+            start_commit=self.start_commit,
+            remote=self.config.remote,
+            pr_command=self.config.pr_command,
+            title=f"Epic {self.epic.number}: {self.epic.title}",
+        )
+
+    async def recover(self) -> None:
+        """After a crash: the integration worktree back at its last commit (a merge that was under
+        way is undone; the branch only ever moves by a whole commit), and every story worktree of
+        this run back at its last phase commit (the phase in flight runs again)."""
+        await _git.recover_integration(self.integration.path)
+        for info in await _git.list_worktrees(self.project):
+            if (
+                info.path.parent == self.integration.path.parent
+                and info.path != self.integration.path
+            ):
+                await _git.recover_story_worktree(info.path)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _trailers(
+        self, story: EpicStory, *, role: str, cycle: int, cost_usd: float
+    ) -> dict[str, str]:
+        return {
+            "Bmad-Story": story.story_id,
+            "Bmad-Role": role,
+            "Bmad-Cycle": str(cycle),
+            "Bmad-Run": self.run_id,
+            "Bmad-Cost-USD": f"{cost_usd:.4f}",
+        }
+
+    def _sprint_rel(self) -> str | None:
+        path = self.layout.sprint_status_path
+        if path is None:
+            return None
+        try:
+            return path.relative_to(self.layout.project).as_posix()
+        except ValueError:
+            return None
+
+    async def _restore_sprint_status(self, place: StoryPlace) -> None:
+        rel = self._sprint_rel()
+        if rel is not None and place.worktree is not None:
+            await _git.restore_path(self._project_in(place.worktree), rel)
+
+    async def _sync_sprint_status(self, story: EpicStory) -> str | None:
+        """v6: the landed story is ``done`` in the integration branch's sprint-status.yaml."""
+        rel = self._sprint_rel()
+        if rel is None:
+            return None
+        root = self._project_in(self.integration.path)
+        path = root / rel
+        if not path.is_file():
+            return None
+
+        def advance() -> None:
+            try:
+                SprintStatusFile(path, project=root).advance(
+                    story.story_id, StoryStatus.DONE, title=story.title
+                )
+            except ProjectError as exc:  # no key for this story: the file is the user's
+                log.warning("sprint status not updated: %s", exc)
+
+        await anyio.to_thread.run_sync(advance)
+        return await _git.commit_phase(
+            self.integration.path,
+            message=f"{story.story_id}: sprint status done",
+            trailers={"Bmad-Story": story.story_id, "Bmad-Run": self.run_id, "Bmad-Role": "merge"},
+        )
+
+
+class _Emit(Protocol):
+    async def __call__(self, event: StoryMerged | MergeConflict, /) -> None: ...
+
+
+async def _announce(emit: _Emit, story: EpicStory, place: StoryPlace, outcome: LandOutcome) -> None:
+    if outcome.status == "landed":
+        await emit(
+            StoryMerged(
+                story_id=story.story_id, branch=place.branch or "", commit=outcome.commit or ""
+            )
+        )
+    elif outcome.status in ("conflict", "hook_failed"):
+        await emit(
+            MergeConflict(
+                story_id=story.story_id,
+                branch=place.branch or "",
+                files=outcome.files,
+                reason=outcome.status,
+            )
+        )
+
+
+def _moved(path: Path, old_root: Path, new_root: Path) -> Path:
+    try:
+        return new_root / path.relative_to(old_root)
+    except ValueError:
+        return path
+
+
+# -- opening a workspace ------------------------------------------------------------------------
+
+
+async def open_workspace(
+    config: RunConfig, layout: Layout, epic: Epic, *, run_id: str, run_dir: Path, resumed: bool
+) -> CheckoutWorkspace | GitWorkspace:
+    """The run's workspace; on resume, the one the run started with, made consistent again.
+
+    ``worktrees``: checks the repository first (see :func:`bmad_trio._git.check_repository`;
+    PreflightError before anything is written), then makes (or finds again) the integration
+    worktree. Cancellation kills the git command in flight; a half-made worktree is found and
+    reused by the resume.
+    """
+    if config.workspace == "checkout":
+        await anyio.lowlevel.checkpoint()
+        return CheckoutWorkspace(layout, epic)
+    record_path = run_dir / _GIT_FILE
+    if resumed and record_path.is_file():
+        record = _read_record(record_path)
+    else:
+        state = await _git.check_repository(config.project, allow_dirty=config.allow_dirty)
+        if state.branch is None:  # check_repository refuses a detached HEAD; keep pyright sure
+            raise GitError("the checkout is on a detached HEAD")
+        record = {
+            "start_commit": state.head,
+            "user_branch": state.branch,
+            "branch": f"{config.branch_prefix}epic-{epic.number}",
+            "project": str(state.top),
+            "stories": {},
+        }
+        await anyio.to_thread.run_sync(_write_record, record_path, record)
+    start, user_branch = str(record["start_commit"]), str(record["user_branch"])
+    branch, top = str(record["branch"]), Path(str(record["project"]))
+    _git.ensure_state_ignored(config.project)
+    integration = await _git.create_integration(
+        top, run_id=run_id, branch=branch, start_commit=start
+    )
+    workspace = GitWorkspace(
+        config=config,
+        run_id=run_id,
+        project=top,
+        layout=layout,
+        epic=epic,
+        start_commit=start,
+        user_branch=user_branch,
+        integration=integration,
+        record_path=record_path,
+        record=record,
+    )
+    if resumed:
+        await workspace.recover()
+    return workspace
+
+
+def read_record(path: Path) -> dict[str, object]:
+    """A run's ``git.json`` (see :attr:`GitWorkspace.record_path`). Raises GitError."""
+    try:
+        data: object = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GitError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(data, dict) or "start_commit" not in data:
+        raise GitError(f"{path}: not a run's git record")
+    return {str(k): v for k, v in data.items()}  # pyright: ignore[reportUnknownVariableType]
+
+
+_read_record = read_record
+
+
+def _write_record(path: Path, data: Mapping[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(dict(data), indent=2) + "\n")
