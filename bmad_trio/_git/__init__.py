@@ -3,13 +3,16 @@ subprocesses; no reimplementation).
 
 The model::
 
-    main ─────●  (the user's branch: untouched during the run; fast-forwarded at the end)
-               \\
-    bmad/epic-1 ●───────S1────────S2──  (integration branch: one squashed commit per landed story)
-                 \\       ↑          ↑
-    bmad/epic-1/1-1 ●─sm─dev─qa      │   (story branches: one commit per phase, trailers)
-                   \\                │
-    bmad/epic-1/1-2 ●─sm─dev─qa─────┘
+    main ──────●  (the user's branch: untouched during the run; fast-forwarded at the end)
+                \\
+    bmad/epic-1  ●─────────S1─────────S2──  (integration: one squashed commit per landed story)
+                  \\        ↑           ↑
+    bmad/epic-1-story-1.1 ●─sm─dev─qa   │   (story branches: one commit per phase, trailers)
+                    \\                  │
+    bmad/epic-1-story-1.2 ●─sm─dev─qa───┘
+
+(A story branch cannot be named ``bmad/epic-1/<story>``: git keeps refs as paths, so ``bmad/epic-1``
+and ``bmad/epic-1/…`` cannot both exist; :func:`story_branch_name` makes the names.)
 
 Worktrees live in the state folder, which git (and so the user's tools) ignore:
 ``<project>/.bmad-trio/worktrees/<run>/_integration`` for the integration branch and
@@ -47,6 +50,7 @@ from ._worktrees import (
     integration_path,
     list_worktrees,
     remove_worktree_if_merged,
+    story_branch_name,
     story_path,
 )
 
@@ -86,5 +90,6 @@ __all__ = [
     "recover_story_worktree",
     "remove_worktree_if_merged",
     "rollback_to_last_commit",
+    "story_branch_name",
     "story_path",
 ]

@@ -93,10 +93,13 @@ def _command(args: tuple[str, ...]) -> list[str]:
 
 
 def _first_line(text: str) -> str:
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
+    """Git's first ``fatal:``/``error:`` line (progress lines such as "Preparing worktree" come
+    before it), else its first non-blank line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("fatal:", "error:")):
+            return line
+    return lines[0] if lines else ""
 
 
 async def git(

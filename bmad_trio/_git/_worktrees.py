@@ -35,6 +35,7 @@ __all__ = [
     "list_worktrees",
     "registrations",
     "remove_worktree_if_merged",
+    "story_branch_name",
     "story_path",
 ]
 
@@ -84,6 +85,17 @@ class Registration:
     branch: str | None
 
 
+def story_branch_name(integration_branch: str, story_key: str) -> str:
+    """The story branch beside ``integration_branch``: ``bmad/epic-1`` + ``1.2`` →
+    ``bmad/epic-1-story-1.2``. (Not ``bmad/epic-1/1.2``: git stores refs as paths, so a branch
+    ``bmad/epic-1`` and a branch under ``bmad/epic-1/`` cannot both exist.)"""
+    key = safe_name(story_key)
+    while ".." in key:
+        key = key.replace("..", ".")
+    key = key.removesuffix(".lock")
+    return f"{integration_branch}-story-{key}"
+
+
 def integration_path(project: Path, run_id: str) -> Path:
     """``<project>/.bmad-trio/worktrees/<run>/_integration``."""
     return worktrees_dir(project) / safe_name(run_id) / INTEGRATION_DIR_NAME
@@ -116,7 +128,7 @@ async def create_integration(
 async def create_story_worktree(
     project: Path, *, run_id: str, story_key: str, branch: str, base_commit: str
 ) -> Worktree:
-    """A story's worktree on ``branch`` (e.g. ``bmad/epic-1/1-2``), created from ``base_commit`` (the
+    """A story's worktree on ``branch`` (see :func:`story_branch_name`), created from ``base_commit`` (the
     integration tip); reused when it exists. Same errors and cancellation as :func:`create_integration`."""
     return await _ensure_worktree(
         Path(project),
