@@ -112,7 +112,8 @@ async def git(
     """Run ``git <args>`` in ``cwd`` and return what it printed.
 
     With ``check`` (the default) a non-zero exit raises :class:`GitError`, whose one-line message
-    names the command and git's first line of error output. ``input`` is fed to git's standard input;
+    names the command and git's first line of error output. ``input`` is fed to git's standard input
+    (only for commands that read all of it: a git that exits first breaks the pipe);
     without it git reads from an empty stdin, never the terminal.
 
     Cancellation: a cancelled call kills the git process (``anyio.run_process`` does so) and waits for

@@ -10,7 +10,7 @@ from typing import Final
 from attrs import frozen
 
 from ._command import NO_HOOKS, git
-from ._trailers import format_message
+from ._trailers import format_message, write_message_file
 
 __all__ = [
     "DEFAULT_IDENTITY",
@@ -77,9 +77,8 @@ async def commit_phase(
         "--cleanup=whitespace",
         "--quiet",
         "-F",
-        "-",
+        str(await write_message_file(wt_path, text)),
         cwd=wt_path,
-        input=text.encode("utf-8"),
     )
     return (await git("rev-parse", "HEAD", cwd=wt_path)).stdout.strip()
 

@@ -18,7 +18,7 @@ from bmad_trio._errors import GitError
 
 from ._command import NO_HOOKS, git
 from ._commits import DEFAULT_IDENTITY, Identity, identity_args
-from ._trailers import commit_trailer_values, format_message
+from ._trailers import commit_trailer_values, format_message, write_message_file
 
 __all__ = [
     "STORY_BRANCH_TRAILER",
@@ -138,9 +138,8 @@ async def land_story(
         "--allow-empty",
         "--cleanup=whitespace",
         "-F",
-        "-",
+        str(await write_message_file(integration_wt, text)),
         cwd=integration_wt,
-        input=text.encode("utf-8"),
         check=False,
     )
     if not committed.ok:

@@ -8,9 +8,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
+import anyio
+
 from ._command import git
 
-__all__ = ["commit_trailer_values", "format_message"]
+__all__ = ["commit_trailer_values", "format_message", "write_message_file"]
 
 _KEY: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 
@@ -30,6 +32,18 @@ def format_message(message: str, trailers: Mapping[str, str]) -> str:
         return body + "\n"
     block = "\n".join(f"{key}: {value.strip()}" for key, value in trailers.items())
     return f"{body}\n\n{block}\n"
+
+
+async def write_message_file(worktree: Path, text: str) -> Path:
+    """Write a commit message to the worktree's own git folder (``git commit -F <file>``; not stdin: a
+    hook that fails makes git exit before reading it). Cancellation: kills git; the file is rewritten
+    by the next commit."""
+    result = await git("rev-parse", "--git-path", "BMAD_TRIO_COMMIT_MSG", cwd=worktree)
+    path = anyio.Path(result.stdout.strip())
+    if not path.is_absolute():
+        path = anyio.Path(worktree) / path
+    await path.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 async def commit_trailer_values(
