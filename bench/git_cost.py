@@ -19,11 +19,13 @@ import time
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 
 from bmad_trio._git import (
     commit_phase,
     create_integration,
     create_story_worktree,
+    git,
     land_story,
     remove_worktree_if_merged,
     story_branch_name,
@@ -51,15 +53,12 @@ def _make_repo(root: Path, files: int) -> Path:
     return repo
 
 
+def _copy_files(repo: Path) -> None:
+    shutil.copytree(repo, repo.parent / "copy", ignore=shutil.ignore_patterns(".git", ".bmad-trio"))
+
+
 async def _measure(repo: Path, stories: int) -> dict[str, object]:
-    start = subprocess.run(
-        ["git", "rev-parse", "HEAD"],
-        cwd=repo,
-        env=git_env(),
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    start = (await git("rev-parse", "HEAD", cwd=repo)).stdout.strip()
     t0 = time.perf_counter()
     integration = await create_integration(
         repo, run_id="bench", branch=INTEGRATION, start_commit=start
@@ -74,14 +73,7 @@ async def _measure(repo: Path, stories: int) -> dict[str, object]:
     }
     for number in range(1, stories + 1):
         key = f"1.{number}"
-        tip = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=integration.path,
-            env=git_env(),
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        tip = (await git("rev-parse", "HEAD", cwd=integration.path)).stdout.strip()
         t_start = time.perf_counter()
         story = await create_story_worktree(
             repo,
@@ -117,12 +109,10 @@ async def _measure(repo: Path, stories: int) -> dict[str, object]:
         steps["land"].append((t_landed - t_committed) * 1000)
         steps["remove"].append((t_removed - t_landed) * 1000)
         steps["total"].append((t_removed - t_start) * 1000)
-    version = subprocess.run(
-        ["git", "version"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    version = (await git("version", cwd=repo)).stdout.strip()
     # For scale: copying the same files with Python, no git (the file system's own cost).
     t0 = time.perf_counter()
-    shutil.copytree(repo, repo.parent / "copy", ignore=shutil.ignore_patterns(".git", ".bmad-trio"))
+    await anyio.to_thread.run_sync(_copy_files, repo)
     copy_ms = (time.perf_counter() - t0) * 1000
     return {
         "git": version,

@@ -73,8 +73,9 @@ async def test_cancellation_kills_git(tmp_path: Path) -> None:
     with anyio.move_on_after(60) as scope:
         async with anyio.create_task_group() as group:
             group.start_soon(lambda: git("commit", "-m", "x", cwd=repo, check=False))
-            while not await anyio.Path(pid_file).exists():
-                await anyio.sleep(0.02)  # noqa: ASYNC110 - the hook is another process: its file is the signal
+            # The hook is another process: its file is the only signal (no anyio.Event to wait on).
+            while not await anyio.Path(pid_file).exists():  # noqa: ASYNC110
+                await anyio.sleep(0.02)
             group.cancel_scope.cancel()
     assert not scope.cancelled_caught, "the hook never started"
     git_pid, hook_pid = (int(pid) for pid in pid_file.read_text().split())
