@@ -9,6 +9,8 @@
     ├── ProjectError         a BMAD project file is missing, malformed or unsafe (exit 2)
     ├── StateError           the run store is unusable: corrupt, foreign, locked, unknown run (exit 2)
     ├── PreflightError       no CLI, no auth, API unreachable (exit 3)
+    │   └── RepositoryError  the project's git repository is not ready for a run (exit 2)
+    ├── GitError             a git command failed (names the command and git's first error line)
     ├── AgentError           an agent session could not run or ended badly
     │   ├── AgentAPIError    the model API refused or failed (category, HTTP status)
     │   ├── AgentCLIError    the Claude Code CLI failed (its real stderr text)
@@ -36,8 +38,10 @@ __all__ = [
     "ConfigTypeError",
     "ConfigValueError",
     "GateError",
+    "GitError",
     "PreflightError",
     "ProjectError",
+    "RepositoryError",
     "RunAbort",
     "StateError",
     "collapse",
@@ -89,6 +93,30 @@ class PreflightError(BmadError):
     """A precondition for spending money failed: no CLI, no auth, API unreachable."""
 
     exit_code = 3
+
+
+class RepositoryError(PreflightError):
+    """The project's git repository is not ready for a run: not a work tree, no commit yet, uncommitted
+    changes, detached HEAD, git missing or too old. The message says which command fixes it."""
+
+    exit_code = 2
+
+
+class GitError(BmadError):
+    """A git command failed. ``args`` are git's arguments, ``stderr`` its full error output."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        args: tuple[str, ...] = (),
+        returncode: int | None = None,
+        stderr: str = "",
+    ) -> None:
+        self.git_args = args
+        self.returncode = returncode
+        self.stderr = stderr
+        super().__init__(message)
 
 
 class AgentError(BmadError):

@@ -10,7 +10,16 @@ import re
 from pathlib import Path
 from typing import Final
 
-__all__ = ["STATE_DIR_NAME", "lock_path", "run_dir", "safe_name", "state_db_path", "state_dir"]
+__all__ = [
+    "STATE_DIR_NAME",
+    "lock_path",
+    "run_dir",
+    "safe_name",
+    "state_db_path",
+    "state_dir",
+    "state_gitignore_path",
+    "worktrees_dir",
+]
 
 STATE_DIR_NAME: Final = ".bmad-trio"
 """The state folder's name, directly under the project root."""
@@ -18,6 +27,7 @@ STATE_DIR_NAME: Final = ".bmad-trio"
 _DB_NAME: Final = "state.db"
 _LOCK_NAME: Final = "run.lock"
 _RUNS_DIR_NAME: Final = "runs"
+_WORKTREES_DIR_NAME: Final = "worktrees"
 _UNSAFE_NAME_CHARS: Final = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -39,6 +49,16 @@ def lock_path(project: Path) -> Path:
 def run_dir(project: Path, run_id: str) -> Path:
     """``<project>/.bmad-trio/runs/<run_id>``: one run's events, log and transcripts."""
     return state_dir(project) / _RUNS_DIR_NAME / safe_name(run_id)
+
+
+def worktrees_dir(project: Path) -> Path:
+    """``<project>/.bmad-trio/worktrees``: the git worktrees of runs, one folder per run."""
+    return state_dir(project) / _WORKTREES_DIR_NAME
+
+
+def state_gitignore_path(project: Path) -> Path:
+    """``<project>/.bmad-trio/.gitignore``: ignores the whole state folder (contents ``*``)."""
+    return state_dir(project) / ".gitignore"
 
 
 def safe_name(part: str) -> str:
