@@ -115,7 +115,7 @@ class RunConfig:
     it has not moved and the checkout is clean (else prints the command), ``branch`` leaves it,
     ``push`` pushes it to ``remote`` (then runs ``pr_command``, if set)."""
     branch_prefix: str = "bmad/"
-    """The run's branches: ``<prefix>epic-<n>`` integrates, ``<prefix><story key>`` holds one story."""
+    """The run's branches: ``<prefix>epic-<n>`` integrates, ``<prefix>epic-<n>-story-<id>`` holds one story."""
     remote: str = "origin"
     """Where ``finish = "push"`` pushes the run's branch."""
     pr_command: str | None = None

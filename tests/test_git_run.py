@@ -83,10 +83,10 @@ async def test_stories_land_on_the_run_branch_and_the_checkout_is_left_alone(
     landed = trailers(project, "bmad/epic-1")
     assert landed["Bmad-Run"] == report.run_id
     # Each story branch keeps its phase commits, with trailers.
-    phases = log_subjects(project, "bmad/1-1-add-greeting")
+    phases = log_subjects(project, "bmad/epic-1-story-1.1")
     assert any(s.startswith("1.1 sm: draft") for s in phases), phases
     assert any(s.startswith("1.1 dev: develop") for s in phases), phases
-    last = trailers(project, "bmad/1-1-add-greeting")
+    last = trailers(project, "bmad/epic-1-story-1.1")
     assert last["Bmad-Story"] == "1.1"
     assert last["Bmad-Run"] == report.run_id
     # The run's tree has every story done.
@@ -205,7 +205,7 @@ async def test_a_conflict_the_resolver_cannot_fix_fails_only_that_story(tmp_path
     assert failed.failure_reason is not None
     assert "merge conflict in shared.txt" in failed.failure_reason
     # The failed story's branch is kept with its work; the run's branch has the other story.
-    key = "1-1-first-change" if failed.story_id == "1.1" else "1-2-second-change"
+    key = f"epic-1-story-{failed.story_id}"
     assert git(project, "rev-parse", "--verify", f"bmad/{key}")
     assert "Bmad-Story" in git(project, "log", "-1", "--format=%B", f"bmad/{key}")
     assert report.finish is not None
@@ -288,7 +288,11 @@ async def test_what_run_needs_from_git_is_a_clear_error(tmp_path: Path, case: st
     with pytest.raises(PreflightError) as caught:
         await run_epic(_config(project), runner=DiskAgent().runner())
     assert caught.value.exit_code == 2
-    hint = {"not a repository": "git init", "no commit": "git commit", "detached HEAD": "git switch"}
+    hint = {
+        "not a repository": "git init",
+        "no commit": "git commit",
+        "detached HEAD": "git switch",
+    }
     assert hint[case] in str(caught.value)
     assert not (project / ".bmad-trio").exists()
 

@@ -65,7 +65,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--session-timeout", type=float, metavar="SECONDS", help="limit per agent session (2700)"
     )
-    group.add_argument("--jobs", type=int, metavar="N", help="stories run at once (default: up to 4 that can run at once)")
+    group.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="stories run at once (default: up to 4 that can run at once)",
+    )
     group.add_argument(
         "--progress",
         choices=("auto", "rich", "plain", "jsonl"),
@@ -617,18 +622,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def git_record(project: Path, run_id: str) -> dict[str, Any]:
-    """A run's git record (branches, worktrees, merged commits); empty for a checkout run."""
-    from .._errors import GitError
+    """A run's git record (branches, worktrees, merged commits) as JSON data; {} for a checkout run."""
+    import attrs
+
     from .._state._paths import run_dir
     from .._workflow._workspace import read_record
 
-    path = run_dir(project, run_id) / "git.json"
-    if not path.is_file():
-        return {}
-    try:
-        return read_record(path)
-    except GitError:
-        return {}
+    record = read_record(run_dir(project, run_id))
+    return {} if record is None else attrs.asdict(record)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from .._bmad import (
 )
 from .._config import RunConfig
 from .._errors import ProjectError
+from .._git import story_branch_name
 from .._workflow._prompts import rel
 from .._workflow._quality_gate_detection import gate_rows
 from .._workflow._run import prepare_run
@@ -140,7 +141,9 @@ def _story_row(
         "waiting_for": waiting,
         "next": action,
         "branch": (
-            f"{config.branch_prefix}{story.key}" if config.workspace == "worktrees" else None
+            story_branch_name(f"{config.branch_prefix}epic-{epic.number}", story.story_id)
+            if config.workspace == "worktrees"
+            else None
         ),
         "worktree": None,
         "merged_commit": None,

@@ -33,6 +33,7 @@ from .._events import (
     Event,
     GateFinished,
     GateStarted,
+    MergeConflict,
     PhaseFinished,
     PhaseStarted,
     RunFinished,
@@ -41,6 +42,7 @@ from .._events import (
     RunStarted,
     SessionFinished,
     StoryFinished,
+    StoryMerged,
     StoryStarted,
     StoryStatusChanged,
 )
@@ -142,6 +144,10 @@ class StoryProgress:
     duration_s: float | None = None
     """Set when the story finished (from :class:`StoryFinished`)."""
     failure_reason: str | None = None
+    branch: str | None = None
+    """The git branch its sessions work on (None in a checkout run)."""
+    merge: str = ""
+    """Where it stands with the merge lane: ``landed <commit>``, or a conflict and its files."""
 
     @property
     def finished(self) -> bool:
@@ -184,6 +190,8 @@ class ProgressModel:
     run_status: str | None = None
     """``None`` while running; then RunFinished's status."""
     run_reason: str | None = None
+    run_branch: str | None = None
+    run_finish: str | None = None
     run_duration_s: float | None = None
     run_cost_usd: float | None = None
     events_seen: int = 0
@@ -227,6 +235,7 @@ class ProgressModel:
                 story = self.story(event.story_id)
                 story.title, story.status, story.started_at = event.title, event.status, at
                 story.completed = _STATUS_PROGRESS.get(event.status, story.completed)
+                story.branch = event.branch
             case PhaseStarted():
                 story = self.story(event.story_id)
                 story.phase, story.role, story.cycle = event.phase, event.role, event.cycle
@@ -255,6 +264,11 @@ class ProgressModel:
                 story.phase, story.role, story.tool, story.target = None, None, None, ""
                 if event.status == "done":
                     story.completed = 100
+            case StoryMerged():
+                self.story(event.story_id).merge = f"landed {event.commit[:8]}"
+            case MergeConflict():
+                files = ", ".join(event.files) or event.detail
+                self.story(event.story_id).merge = f"{event.reason.replace('_', ' ')}: {files}"
             case GateStarted():
                 self.gates[event.name] = GateProgress(name=event.name, attempt=event.attempt)
             case GateFinished():
@@ -271,6 +285,7 @@ class ProgressModel:
                 self.paused_reason, self.resume_at = None, None
             case RunFinished():
                 self.run_status, self.run_reason = event.status, event.reason
+                self.run_branch, self.run_finish = event.branch, event.finish
                 self.run_duration_s, self.run_cost_usd = event.duration_s, event.cost_usd
                 self.paused_reason, self.resume_at = None, None
 
@@ -373,6 +388,8 @@ def _story_line(
     if story.tool is not None:
         target = _shorten_target(story.target, max(1, activity_width - len(story.tool) - 1))
         activity = f"{story.tool} {target}".rstrip()
+    elif story.merge or story.branch:
+        activity = story.merge or story.branch or ""
     line.append(_cell(activity, activity_width), style="dim")
     cost = _money(story.cost_usd) if story.cost_usd else ""
     line.append(" " + _cell(cost, _MONEY_WIDTH, right=True))
@@ -479,10 +496,9 @@ def summary_table(model: ProgressModel, now: float | None = None) -> Table:
     if model.gates:
         states = ", ".join(f"{gate.name} {gate.state}" for gate in model.gates.values())
         table.caption = f"gates: {states}"
-    if model.run_reason:
-        table.caption = (
-            f"{table.caption}\n{model.run_reason}" if table.caption else model.run_reason
-        )
+    for line in (model.run_reason, model.run_finish):
+        if line:
+            table.caption = f"{table.caption}\n{line}" if table.caption else line
     return table
 
 
@@ -576,7 +592,8 @@ def _plain_line(model: ProgressModel, event: Event) -> str | None:
             return f"run {event.run_id} {verb}: epic {event.epic}, {len(event.stories)} stories{budget}"
         case StoryStarted():
             title = f' "{_one_line(event.title, 60)}"' if event.title else ""
-            return f"{event.story_id} started{title} ({event.status})"
+            branch = f" on {event.branch}" if event.branch else ""
+            return f"{event.story_id} started{title} ({event.status}){branch}"
         case PhaseStarted():
             return f"{event.story_id} {event.phase} ({event.role}, cycle {event.cycle}/{model.max_cycles})"
         case AgentActivity():
@@ -599,6 +616,13 @@ def _plain_line(model: ProgressModel, event: Event) -> str | None:
                 f"{event.story_id} {event.status} {_money(event.cost_usd)} "
                 f"{format_duration(event.duration_s)} ({event.cycles} cycles){reason}"
             )
+        case StoryMerged():
+            return f"{event.story_id} landed on the run's branch as {event.commit[:8]}"
+        case MergeConflict():
+            files = ", ".join(event.files) or _one_line(event.detail, 120)
+            return (
+                f"{event.story_id} {event.reason.replace('_', ' ')} landing {event.branch}: {files}"
+            )
         case GateStarted():
             return f"gate {event.name} (attempt {event.attempt})"
         case GateFinished():
@@ -614,9 +638,10 @@ def _plain_line(model: ProgressModel, event: Event) -> str | None:
             return "resumed"
         case RunFinished():
             reason = f": {_one_line(event.reason, 120)}" if event.reason else ""
+            finish = f"; {_one_line(event.finish, 240)}" if event.finish else ""
             return (
                 f"run {event.status} {_money(event.cost_usd)} "
-                f"{format_duration(event.duration_s)}{reason}"
+                f"{format_duration(event.duration_s)}{reason}{finish}"
             )
 
 

@@ -75,22 +75,22 @@ async def land_done_story(
         # Bring the story onto the run's branch as it is now; a conflict stops the rebase and a
         # resolver session fixes it, as often as merge_attempts allows.
         rebase = await _git.rebase_story(place.worktree, onto=workspace.integration.branch)
-        while rebase.conflicts:
+        while rebase.status == "conflict":
             if resolutions >= config.merge_attempts:
                 await _git.abort_rebase(place.worktree)
                 return await _failed(
-                    services, report, "merge conflict in " + ", ".join(rebase.conflicts)
+                    services, report, "merge conflict in " + ", ".join(rebase.files)
                 )
             resolutions += 1
             plan = resolver_plan(
                 place.layout,
                 story,
-                files=rebase.conflicts,
+                files=rebase.files,
                 onto=workspace.integration.branch,
                 branch=place.branch,
             )
             await _session(services, sid, "resolve", plan, resolutions)
-            left = await anyio.to_thread.run_sync(_with_markers, place, rebase.conflicts)
+            left = await anyio.to_thread.run_sync(_with_markers, place, rebase.files)
             if left:
                 log.info("story %s: conflict markers left in %s", sid, ", ".join(left))
                 continue  # the same stop again, with one attempt fewer

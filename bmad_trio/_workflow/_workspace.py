@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal, Protocol
 
 import anyio
-import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -33,7 +32,7 @@ from .._bmad import Epic, EpicStory, Layout, SprintStatusFile, StoryStatus
 from .._bmad._textio import write_text_atomic
 from .._config import RunConfig
 from .._errors import GitError, ProjectError
-from .._events import MergeConflict, StoryMerged
+from .._events import Event, MergeConflict, StoryMerged
 
 __all__ = [
     "CheckoutWorkspace",
@@ -132,6 +131,52 @@ class CheckoutWorkspace:
         return None
 
 
+@attrs.define
+class StoryRecord:
+    """One story's git facts, for ``status``: its branch, worktree and the commit it landed as."""
+
+    branch: str = ""
+    worktree: str = ""
+    merged_commit: str = ""
+
+
+@attrs.define
+class GitRecord:
+    """``runs/<run_id>/git.json``: where the run started, its branches, and per story its facts.
+
+    Written when the run starts (so a resume finds the same start commit and branches) and after
+    each change, atomically."""
+
+    start_commit: str
+    user_branch: str
+    branch: str
+    project: str
+    """The repository's top level (the user's checkout)."""
+    stories: dict[str, StoryRecord] = attrs.field(factory=dict[str, StoryRecord])
+
+    @classmethod
+    def read(cls, path: Path) -> GitRecord:
+        """Raises GitError for a missing or unreadable file."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            stories = {
+                str(k): StoryRecord(
+                    **{f: str(v[f]) for f in ("branch", "worktree", "merged_commit")}
+                )
+                for k, v in data.pop("stories", {}).items()
+            }
+            return cls(
+                **{f: str(data[f]) for f in ("start_commit", "user_branch", "branch", "project")},
+                stories=stories,
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise GitError(f"{path}: not a readable record of a run's git state ({exc})") from None
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(attrs.asdict(self), indent=2) + "\n")
+
+
 @attrs.frozen
 class _LandRequest:
     place: StoryPlace
@@ -161,9 +206,7 @@ class GitWorkspace:
     user_branch: str
     integration: _git.Worktree
     record_path: Path
-    """``runs/<run_id>/git.json``: the run's start commit and branches, and per story its branch,
-    worktree and merged commit (``status`` reads it)."""
-    record: dict[str, object]
+    record: GitRecord
     integration_lock: anyio.Lock = attrs.field(factory=anyio.Lock)
     """Held by the lane while it lands a story, and by quality gates run on the merged result
     after a story (they and their fixers write the integration worktree too)."""
@@ -194,8 +237,8 @@ class GitWorkspace:
     async def open_story(self, story: EpicStory) -> StoryPlace:
         """The story's worktree: made from the integration tip the first time (its dependencies
         have landed by then), reused as it is on resume."""
-        branch = f"{self.config.branch_prefix}{story.key}"
-        tip = await _git.head_commit(self.integration.path)
+        branch = _git.story_branch_name(self.integration.branch, story.story_id)
+        tip = await _head(self.integration.path)
         worktree = await _git.create_story_worktree(
             self.project,
             run_id=self.run_id,
@@ -212,11 +255,10 @@ class GitWorkspace:
         return worktree / self.layout.project.relative_to(self.project)
 
     async def _note_story(self, story_id: str, **fields: str) -> None:
-        stories = self.record.setdefault("stories", {})
-        assert isinstance(stories, dict)
-        entry: dict[str, str] = stories.setdefault(story_id, {})  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
-        entry.update(fields)
-        await anyio.to_thread.run_sync(_write_record, self.record_path, self.record)
+        entry = self.record.stories.setdefault(story_id, StoryRecord())
+        for name, value in fields.items():
+            setattr(entry, name, value)
+        await anyio.to_thread.run_sync(self.record.write, self.record_path)
 
     async def checkpoint(
         self,
@@ -252,7 +294,7 @@ class GitWorkspace:
         """No more stories will land: the lane ends once it has landed those queued."""
         self._lane_send.close()
 
-    async def serve_lane(self, emit: _Emit) -> None:
+    async def serve_lane(self, emit: Callable[[Event], Awaitable[None]]) -> None:
         """The merge lane: land queued stories one at a time, in the order they came.
 
         Ends when :meth:`close_lane` has been called and the queue is empty. Cancelling it kills
@@ -268,8 +310,8 @@ class GitWorkspace:
     async def _land_now(self, request: _LandRequest) -> LandOutcome:
         story, place = request.story, request.place
         assert place.branch is not None
-        if await _git.is_landed(self.integration.path, story_branch=place.branch):
-            return LandOutcome("landed", await _git.head_commit(self.integration.path))
+        if await _git.is_landed(self.project, self.integration.branch, place.branch):
+            return LandOutcome("landed", await _head(self.integration.path))
         trailers = self._trailers(story, role="merge", cycle=0, cost_usd=request.cost_usd)
         result = await _git.land_story(
             self.integration.path,
@@ -310,13 +352,12 @@ class GitWorkspace:
         """After a crash: the integration worktree back at its last commit (a merge that was under
         way is undone; the branch only ever moves by a whole commit), and every story worktree of
         this run back at its last phase commit (the phase in flight runs again)."""
-        await _git.recover_integration(self.integration.path)
+        for action in await _git.recover_integration(self.integration.path):
+            log.info("run branch %s: %s", self.integration.branch, action)
         for info in await _git.list_worktrees(self.project):
-            if (
-                info.path.parent == self.integration.path.parent
-                and info.path != self.integration.path
-            ):
-                await _git.recover_story_worktree(info.path)
+            if info.run_id == self.run_id and info.path != self.integration.path:
+                for action in await _git.recover_story_worktree(info.path):
+                    log.info("story worktree %s: %s", info.path.name, action)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -343,7 +384,7 @@ class GitWorkspace:
     async def _restore_sprint_status(self, place: StoryPlace) -> None:
         rel = self._sprint_rel()
         if rel is not None and place.worktree is not None:
-            await _git.restore_path(self._project_in(place.worktree), rel)
+            await _restore_path(self._project_in(place.worktree), rel)
 
     async def _sync_sprint_status(self, story: EpicStory) -> str | None:
         """v6: the landed story is ``done`` in the integration branch's sprint-status.yaml."""
@@ -371,11 +412,12 @@ class GitWorkspace:
         )
 
 
-class _Emit(Protocol):
-    async def __call__(self, event: StoryMerged | MergeConflict, /) -> None: ...
-
-
-async def _announce(emit: _Emit, story: EpicStory, place: StoryPlace, outcome: LandOutcome) -> None:
+async def _announce(
+    emit: Callable[[Event], Awaitable[None]],
+    story: EpicStory,
+    place: StoryPlace,
+    outcome: LandOutcome,
+) -> None:
     if outcome.status == "landed":
         await emit(
             StoryMerged(
@@ -391,6 +433,20 @@ async def _announce(emit: _Emit, story: EpicStory, place: StoryPlace, outcome: L
                 reason=outcome.status,
             )
         )
+
+
+async def _head(worktree: Path) -> str:
+    return (await _git.git("rev-parse", "HEAD", cwd=worktree)).stdout.strip()
+
+
+async def _restore_path(root: Path, relative: str) -> None:
+    """``relative`` (under ``root``, a worktree's project folder) back as the last commit has it:
+    checked out again if it is committed, removed if it is new."""
+    tracked = await _git.git("ls-files", "--error-unmatch", "--", relative, cwd=root, check=False)
+    if tracked.ok:
+        await _git.git("checkout", "HEAD", "--", relative, cwd=root)
+    else:
+        (root / relative).unlink(missing_ok=True)
 
 
 def _moved(path: Path, old_root: Path, new_root: Path) -> Path:
@@ -418,21 +474,20 @@ async def open_workspace(
         return CheckoutWorkspace(layout, epic)
     record_path = run_dir / _GIT_FILE
     if resumed and record_path.is_file():
-        record = _read_record(record_path)
+        record = GitRecord.read(record_path)
     else:
         state = await _git.check_repository(config.project, allow_dirty=config.allow_dirty)
         if state.branch is None:  # check_repository refuses a detached HEAD; keep pyright sure
             raise GitError("the checkout is on a detached HEAD")
-        record = {
-            "start_commit": state.head,
-            "user_branch": state.branch,
-            "branch": f"{config.branch_prefix}epic-{epic.number}",
-            "project": str(state.top),
-            "stories": {},
-        }
-        await anyio.to_thread.run_sync(_write_record, record_path, record)
-    start, user_branch = str(record["start_commit"]), str(record["user_branch"])
-    branch, top = str(record["branch"]), Path(str(record["project"]))
+        record = GitRecord(
+            start_commit=state.head,
+            user_branch=state.branch,
+            branch=f"{config.branch_prefix}epic-{epic.number}",
+            project=str(state.top_level),
+        )
+        await anyio.to_thread.run_sync(record.write, record_path)
+    start, user_branch = record.start_commit, record.user_branch
+    branch, top = record.branch, Path(record.project)
     _git.ensure_state_ignored(config.project)
     integration = await _git.create_integration(
         top, run_id=run_id, branch=branch, start_commit=start
@@ -454,20 +509,10 @@ async def open_workspace(
     return workspace
 
 
-def read_record(path: Path) -> dict[str, object]:
-    """A run's ``git.json`` (see :attr:`GitWorkspace.record_path`). Raises GitError."""
+def read_record(run_dir: Path) -> GitRecord | None:
+    """The git record of the run whose folder is ``run_dir``; None for a checkout run (or one
+    whose record is unreadable)."""
     try:
-        data: object = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise GitError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(data, dict) or "start_commit" not in data:
-        raise GitError(f"{path}: not a run's git record")
-    return {str(k): v for k, v in data.items()}  # pyright: ignore[reportUnknownVariableType]
-
-
-_read_record = read_record
-
-
-def _write_record(path: Path, data: Mapping[str, object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(dict(data), indent=2) + "\n")
+        return GitRecord.read(run_dir / _GIT_FILE)
+    except GitError:
+        return None
