@@ -16,6 +16,7 @@ from contextlib import AbstractAsyncContextManager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PREFLIGHT, EXIT_USAGE
 from .._version import __version__
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["build_parser", "main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PREFLIGHT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 _DESCRIPTION = """\
 Drive a BMAD epic through Claude Code: SM drafts each story, Dev implements it, QA reviews it,
@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     import logging
 
-    from .._errors import BmadError, collapse
+    from .._errors import collapse, exit_code_for
 
     if not debug:  # the SDK logs warnings about tasks we cancel on purpose; they belong in run.log
         logging.getLogger("claude_agent_sdk").addHandler(logging.NullHandler())
@@ -156,13 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except BaseException as exc:
         error = collapse(exc)  # a group of BmadErrors: the most severe one
+        code = exit_code_for(error)  # the error tree's one table of exit codes
         if isinstance(error, KeyboardInterrupt):
             print("bmad-trio: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        if not isinstance(error, BmadError) or debug:
+            return EXIT_INTERRUPTED if code is None else code
+        if code is None or debug:  # not one of ours: a bug, shown with its traceback
             raise
         print(f"bmad-trio: error: {error}", file=sys.stderr)
-        return error.exit_code
+        return code
 
 
 # -- shared helpers ------------------------------------------------------------------------------

@@ -47,7 +47,16 @@ from .._bmad import (
 )
 from .._config import RunConfig, resumed_config
 from .._converter import make_converter
-from .._errors import BmadError, ConfigError, ProjectError, StateError, collapse
+from .._errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    BmadError,
+    ConfigError,
+    ProjectError,
+    StateError,
+    collapse,
+)
 from .._events import Event, RunFinished, RunStarted, StoryFinished, StoryStarted
 from .._state._paths import state_db_path
 from .._state._redact import Redactor
@@ -97,7 +106,9 @@ class RunReport:
     @property
     def exit_code(self) -> int:
         """0 done, 1 a story or gate failed, 130 interrupted (CONTRACT.md)."""
-        return {"done": 0, "failed": 1, "interrupted": 130}[self.status]
+        return {"done": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[
+            self.status
+        ]
 
 
 def config_to_json(config: RunConfig) -> str:
