@@ -554,9 +554,7 @@ class Run:
                     self._offer(final)  # an exception is on its way out: no waiting for a reader
                 log.info("run %s %s: $%.4f, %.1f s", run_id, status, cost, duration)
                 if owned_runner:
-                    aclose = getattr(runner, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
+                    await runner.aclose()
                 log_handle.detach()
                 files.close()
         # A normal end: RunFinished waits for room like every other event, so a reader that is
