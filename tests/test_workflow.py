@@ -19,6 +19,8 @@ from bmad_trio import (
     SessionResult,
     SessionSpec,
     StateError,
+    StoryFinished,
+    StoryReport,
     open_run,
     run_epic,
 )
@@ -321,3 +323,27 @@ async def test_jobs_run_independent_stories_at_once_and_respect_dependencies(
     assert all(len(group) <= 2 for group in overlaps)  # never more than --jobs
     assert order.index("1.3") > order.index("1.1")  # 1.3 depends on 1.1
     assert not any({"1.1", "1.3"} <= group for group in overlaps)
+
+
+def test_story_finished_carries_every_field_of_the_story_report() -> None:
+    """StoryReport and the StoryFinished event are built from one list of shared fields: the event
+    has every field of the report but the title (and its own timestamp)."""
+    import attrs
+
+    from bmad_trio._workflow._run_services import story_finished
+
+    report = StoryReport(
+        story_id="1.2",
+        title="Two",
+        status="failed",
+        cycles=3,
+        cost_usd=0.25,
+        duration_s=12.5,
+        failure_reason="QA gate FAIL",
+    )
+    event = story_finished(report)
+    assert set(attrs.fields_dict(StoryFinished)) - {"ts"} == set(attrs.fields_dict(StoryReport)) - {
+        "title"
+    }
+    for name in set(attrs.fields_dict(StoryReport)) - {"title"}:
+        assert getattr(event, name) == getattr(report, name), name

@@ -57,7 +57,7 @@ from .._errors import (
     StateError,
     collapse,
 )
-from .._events import Event, RunFinished, RunStarted, StoryFinished, StoryStarted
+from .._events import Event, RunFinished, RunStarted, StoryStarted
 from .._state._paths import state_db_path
 from .._state._redact import Redactor
 from .._state._run_files import RunFiles, mark_task_as_run
@@ -65,7 +65,16 @@ from .._state._run_lock import RunLock
 from .._state._store import Store
 from ._quality_gate_detection import with_effective_gates
 from ._quality_gate_phase import run_quality_gates
-from ._run_services import Budget, GateReport, PauseGate, RunAbort, RunServices, StoryReport
+from ._run_services import (
+    Budget,
+    GateReport,
+    PauseGate,
+    RunAbort,
+    RunServices,
+    StoryReport,
+    story_finished,
+    story_report,
+)
 from ._story_cycle import StoryCycle
 from ._story_order import run_order
 
@@ -564,16 +573,7 @@ class Run:
 
 
 async def _report_from_store(store: Store, run_id: str, story: EpicStory) -> StoryReport:
-    row = await store.get_story(run_id, story.story_id)
-    return StoryReport(
-        story_id=story.story_id,
-        title=story.title,
-        status=row.status,
-        cycles=row.cycles,
-        cost_usd=row.cost_usd,
-        duration_s=row.duration_s,
-        failure_reason=row.failure_reason,
-    )
+    return story_report(await store.get_story(run_id, story.story_id), story.title)
 
 
 async def _schedule(
@@ -640,7 +640,7 @@ async def _schedule(
                 running -= 1  # the agent work is over: the slot may go to the next story now
                 wake()
             reports[story.story_id] = report
-            await services.emit(_story_finished(report))
+            await services.emit(story_finished(report))
             if report.status == "done" and config.gates_after_each_story and not config.skip_gates:
                 _keep_last(gates, await run_quality_gates(services, config.gates or ()))
             if report.status != "done" and config.stop_on_failure:
@@ -709,19 +709,8 @@ async def _blocked(services: RunServices, story: EpicStory, blockers: list[str])
         services.run_id, story.story_id, status="blocked", failure_reason=reason
     )
     report = await _report_from_store(services.store, services.run_id, story)
-    await services.emit(_story_finished(report))
+    await services.emit(story_finished(report))
     return report
-
-
-def _story_finished(report: StoryReport) -> StoryFinished:
-    return StoryFinished(
-        story_id=report.story_id,
-        status=report.status,
-        cycles=report.cycles,
-        cost_usd=report.cost_usd,
-        duration_s=report.duration_s,
-        failure_reason=report.failure_reason,
-    )
 
 
 class open_run:

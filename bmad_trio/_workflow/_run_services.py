@@ -24,9 +24,16 @@ from .._agents._runner import AgentMessage, AgentRunner, Outcome, Role, SessionR
 from .._bmad import Epic, Layout, SprintStatusFile
 from .._config import RunConfig
 from .._errors import BudgetSpent, RunAbort
-from .._events import AgentActivity, Event, RunPaused, RunResumed, SessionFinished
+from .._events import (
+    AgentActivity,
+    Event,
+    RunPaused,
+    RunResumed,
+    SessionFinished,
+    StoryFinished,
+)
 from .._state._run_files import RunFiles, TranscriptWriter
-from .._state._store import Store
+from .._state._store import Store, StoryRow
 from ._prompts import RolePlan, rel
 
 __all__ = [
@@ -39,6 +46,8 @@ __all__ = [
     "RunAbort",
     "RunServices",
     "StoryReport",
+    "story_finished",
+    "story_report",
 ]
 
 _RETRYABLE_API = frozenset({"rate_limit", "overloaded", "server_error", "usage_limit", "unknown"})
@@ -59,6 +68,27 @@ class StoryReport:
     cost_usd: float
     duration_s: float
     failure_reason: str | None = None
+
+
+def story_report(row: StoryRow, title: str, **changes: object) -> StoryReport:
+    """A story's report from its store row (``changes`` override fields): the one place the
+    report's fields are read from the store."""
+    fields = {
+        name: getattr(row, name) for name in attrs.fields_dict(StoryReport) if name != "title"
+    }
+    fields.update(changes)
+    return StoryReport(title=title, **fields)  # pyright: ignore[reportArgumentType]
+
+
+_STORY_FINISHED_FIELDS = tuple(
+    name for name in attrs.fields_dict(StoryFinished) if name in attrs.fields_dict(StoryReport)
+)
+"""The fields :class:`StoryReport` and the :class:`StoryFinished` event share (all but ``ts``)."""
+
+
+def story_finished(report: StoryReport) -> StoryFinished:
+    """The StoryFinished event for a story's report; a field added to both is carried over."""
+    return StoryFinished(**{name: getattr(report, name) for name in _STORY_FINISHED_FIELDS})
 
 
 @attrs.frozen(kw_only=True)

@@ -47,7 +47,7 @@ from .._bmad._v6_review import (
 from .._errors import ProjectError
 from .._events import PhaseFinished, PhaseStarted, StoryStatusChanged
 from ._prompts import RolePlan, rel, role_plan
-from ._run_services import PhaseVerdict, RunAbort, RunServices, StoryReport
+from ._run_services import PhaseVerdict, RunAbort, RunServices, StoryReport, story_report
 
 __all__ = ["StoryCycle"]
 
@@ -527,15 +527,9 @@ class StoryCycle:
             cycles=self.cycles,
             failure_reason=reason,
         )
-        return StoryReport(
-            story_id=self.sid,
-            title=self.story.title,
-            status=status.value,
-            cycles=self.cycles,
-            cost_usd=row.cost_usd,
-            duration_s=row.duration_s,
-            failure_reason=reason,
-        )
+        # The row has the status and cycles just written; the reason is kept as given (the row's
+        # copy is redacted for the store).
+        return story_report(row, self.story.title, failure_reason=reason)
 
 
 def _restore(path: Path, data: bytes) -> None:
