@@ -328,7 +328,7 @@ def _run_with_progress(
                 reports.append(
                     await _drive(config, runner, resume, mode, run_scope, resume_overrides)
                 )
-            tg.cancel_scope.cancel()  # stop watching signals
+            tg.cancel_scope.cancel(reason="the run has ended: stop watching signals")
         if after is not None:
             after(reports[0], mode)
         return reports[0].exit_code
@@ -369,7 +369,7 @@ async def _watch_signals(run_scope: anyio.CancelScope) -> None:
                     "bmad-trio: interrupting (state is saved; Ctrl-C again to quit now)",
                     file=sys.stderr,
                 )
-                run_scope.cancel()
+                run_scope.cancel(reason="SIGINT or SIGTERM: interrupting the run")
             else:
                 os._exit(EXIT_INTERRUPTED)
 

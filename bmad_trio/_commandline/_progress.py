@@ -561,7 +561,7 @@ class RichProgress:
                         self.model.apply(event, self._get_time())
                         self._dirty = True
                         self._draw_if_due(live)
-                    tick_group.cancel_scope.cancel()
+                    tick_group.cancel_scope.cancel(reason="the event stream ended: stop the clock")
                 if not self._transient:
                     self._draw(live)
             self.console.print(summary_table(self.model, self._get_time()))

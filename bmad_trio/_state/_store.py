@@ -304,6 +304,8 @@ class Store:
         """
         project = Path(project)
         db_path = Path(path) if path is not None else state_db_path(project)
+        # Cannot hang: connecting and migrating are a few SQLite statements in a worker thread,
+        # each bounded by the database's busy timeout (BUSY_TIMEOUT_S).
         with anyio.CancelScope(shield=True):
             conn = await anyio.to_thread.run_sync(_connect_and_migrate, db_path)
             return cls(db_path, conn, redactor if redactor is not None else Redactor(), project)
@@ -314,6 +316,8 @@ class Store:
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        # Cannot hang: it waits only for the statement in flight (bounded by the busy timeout),
+        # then closing the connection is local work.
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
 
@@ -340,6 +344,8 @@ class Store:
 
     async def _write(self, change: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._connection()
+        # Cannot hang: one transaction in a worker thread, behind at most the one statement in
+        # flight; SQLite gives up on a lock after the busy timeout (BUSY_TIMEOUT_S) and we raise.
         with anyio.CancelScope(shield=True):
             return await anyio.to_thread.run_sync(
                 self._in_thread, _transaction(change), conn, limiter=self._limiter

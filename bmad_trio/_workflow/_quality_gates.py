@@ -284,14 +284,17 @@ async def run_gate(
                 with anyio.move_on_after(gate.timeout_s):
                     exit_code = await process.wait()
                 # Leftovers (or, on timeout, everything) go; the reader keeps reading meanwhile.
+                # Cannot hang: _stop_group waits TERM_GRACE_S, then SIGKILLs and waits KILL_WAIT_S;
+                # a SIGKILLed leader is always reaped.
                 with anyio.CancelScope(shield=True):
                     await _stop_group(process)
                     stopped = True
                 with anyio.move_on_after(DRAIN_S):
                     await eof.wait()
-                task_group.cancel_scope.cancel()
+                task_group.cancel_scope.cancel(reason="the quality gate's process has ended")
         finally:
             if not stopped:
+                # Cannot hang: bounded as above (TERM_GRACE_S, then SIGKILL and KILL_WAIT_S).
                 with anyio.CancelScope(shield=True):
                     await _stop_group(process)
     duration = time.monotonic() - started

@@ -337,6 +337,10 @@ class Run:
             return
         # No await between the check above and registering the scope: _detach cannot slip in
         # between, so a sender is either registered before detaching or sees ``_detached``.
+        # Why a scope of its own and not the caller's: detaching must end this one wait only,
+        # never the story task that emits (its work goes on; the event just skips the stream).
+        # A cancel of the scope is absorbed at the ``with``; a cancel from outside (the caller's
+        # scope) passes through as usual.
         with anyio.CancelScope() as scope:
             self._blocked_sends.add(scope)
             try:
@@ -349,11 +353,17 @@ class Run:
     async def _emit(self, event: Event, files: RunFiles) -> None:
         """Write the event (redacted) to events.jsonl, then hand it to ``events``' reader (see the
         comment above for when that waits)."""
+        # The file first, synchronously: whatever then happens to the send (the reader is slow,
+        # the block is left, the caller cancels us while we wait), events.jsonl has the event, in
+        # the order the run produced it.
         await self._publish(self._record(event, files))
 
     def _detach(self) -> None:
         """The ``open_run`` block has ended: stop waiting for an event reader (never close it, a
         late reader may still drain what is buffered). Synchronous: safe from any cleanup."""
+        # Set the flag before cancelling: a sender that checks it after this line offers instead
+        # of waiting, and every sender registered before it is cancelled below. A copy of the set,
+        # since a cancelled sender removes itself (later, when it runs again, but still).
         self._detached = True
         for scope in list(self._blocked_sends):
             scope.cancel(reason="the open_run block was left: the run no longer waits for a reader")
@@ -363,9 +373,11 @@ class Run:
         try:
             await self._run(task_status)
         except BaseException as exc:
-            self._error = exc
+            self._error = exc  # for wait(): a crash is raised to whoever waits for the report
             raise
         finally:
+            # Closing the send side ends the reader's ``async for`` once it has drained the
+            # buffer; the Event wakes every wait(). Both synchronous: nothing here can hang.
             self._send.close()
             self._finished.set()
 
@@ -603,7 +615,13 @@ async def _schedule(
     ended: set[str] = set()  # reached an end state: done, failed or blocked (gates included)
     running = 0  # stories holding one of the ``jobs`` slots (their agent work is under way)
     in_flight = 0  # story tasks started, not ended (a task runs its gates after its slot)
+    # Why an Event and not a condition or a channel: the scheduler needs only "something changed,
+    # look again", never what changed (it re-reads ``ended``/``running``). An anyio Event cannot be
+    # cleared, so each wake() sets the current one and arms a new one; a wake while the scheduler
+    # is busy scanning is not lost, since the scan already sees the new state.
     changed = anyio.Event()  # set when a story task's state changes, then replaced
+    # RunAbort is collected, not raised from the story task: raising it would make the task group
+    # wrap it in an ExceptionGroup together with the Cancelled of every sibling we stop.
     abort: list[RunAbort] = []
 
     def wake() -> None:
@@ -628,6 +646,10 @@ async def _schedule(
     outside_blockers = await anyio.to_thread.run_sync(unmet_outside)
 
     async def run_story(story: EpicStory, tg: anyio.abc.TaskGroup) -> None:
+        # One task per started story, in the scheduler's task group ``tg``. Cancelling ``tg``
+        # (stop_on_failure, RunAbort, or the caller's cancel from above) cancels every story
+        # task; each still runs its ``finally`` blocks, so the counters and ``ended`` stay true
+        # and the store keeps the phase that was in flight (``resume`` re-runs just that).
         nonlocal running, in_flight
         try:
             try:
@@ -639,6 +661,8 @@ async def _schedule(
             finally:
                 running -= 1  # the agent work is over: the slot may go to the next story now
                 wake()
+            # From here on the story holds no slot, only its place in ``in_flight``: its quality
+            # gates (with gates_after_each_story) run while the next story's agent work starts.
             reports[story.story_id] = report
             await services.emit(story_finished(report))
             if report.status == "done" and config.gates_after_each_story and not config.skip_gates:
@@ -646,8 +670,11 @@ async def _schedule(
             if report.status != "done" and config.stop_on_failure:
                 reason = f"story {story.story_id} {report.status}: {report.failure_reason}"
                 abort.append(RunAbort(reason))
+                # Cancels the other story tasks, and this one at its next checkpoint (the
+                # ``finally`` below has none before its wake()).
                 tg.cancel_scope.cancel(reason=f"stop_on_failure: {reason}")
         except RunAbort as exc:
+            # Budget spent or credentials refused: no story may start another session.
             abort.append(exc)
             tg.cancel_scope.cancel(reason=f"the run is stopping: {exc}")
         finally:
@@ -657,6 +684,10 @@ async def _schedule(
             ended.add(story.story_id)
             wake()
 
+    # The scheduler's own scope: the loop below runs in the body of ``tg``, so leaving the loop
+    # (nothing pending) then waits at the end of the ``async with`` for every story task still in
+    # flight. A cancel of ``tg`` from a story task also cancels the loop's ``changed.wait()``,
+    # and the loop ends by Cancelled (absorbed by ``tg``'s own scope, since ``tg`` was cancelled).
     async with anyio.create_task_group() as tg:
         while pending:
             progressed = False
@@ -688,7 +719,12 @@ async def _schedule(
             # earliest pending story in run order has every dependency ended or in flight (they
             # all come before it), and with nothing in flight it would have been startable.
             assert in_flight, f"scheduler stuck with {[s.story_id for s in pending]} pending"
+            # Sleep until a story task calls wake(). No lost wake-up: wake() replaces ``changed``
+            # only after setting it, and we took the current one just now, with no await since
+            # the scan that found nothing to do.
             await changed.wait()
+    # Every story task has ended here (the task group waited for them). With several aborts
+    # (two stories hit the budget at once) the first one is the run's reason.
     if abort:
         raise abort[0]
 

@@ -272,6 +272,9 @@ class RunServices:
         Waits out a rate-limit pause first; raises BudgetSpent when nothing is left to spend.
         Records the session (cost included) in the store even when it was cancelled mid-way.
         """
+        # Both waits come before the session exists, so a cancel here leaves nothing to clean up:
+        # the pause gate (a rate-limit pause of the whole run) and the budget reservation (which
+        # raises BudgetSpent rather than start a session it could not pay for).
         await self.pause.wait()
         reservation = await self.budget.reserve()
         config = self.config
@@ -290,17 +293,27 @@ class RunServices:
             timeout_s=config.session_timeout,
             idle_timeout_s=config.idle_timeout,
         )
+        # The runner sends into ``send`` and closes it; the relay task reads ``receive``. Bounded,
+        # so a relay that falls behind (a slow event reader downstream) slows the session rather
+        # than growing memory; the runner's idle deadline still ends a session stuck there.
         send, receive = anyio.create_memory_object_stream[AgentMessage](64)
         writer = self.files.transcript(story_id, cycle, plan.role.value)
         meter = UsageMeter()
         result: SessionResult | None = None
         started = time.time()
         try:
+            # One task group per session: the session runs in this task, its relay in a child.
+            # The group ends when both have: the runner closes ``send`` when the session ends,
+            # which ends the relay's ``async for``. A cancel from above cancels both; the runner
+            # still kills the session's processes before it re-raises (see ClaudeAgentRunner).
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._relay, receive, writer, meter, story_id, plan.role)
                 with send:
                     result = await self.runner.run_session(spec, send)
         finally:
+            # Teardown, also when cancelled. Everything up to record_session is synchronous, so
+            # a cancel cannot cut it short; record_session is a shielded store write (bounded by
+            # SQLite's busy timeout), so a killed session is still recorded and charged.
             _drain(receive, writer, meter)  # what the relay had no time for still counts
             receive.close()
             writer.close()
@@ -319,6 +332,8 @@ class RunServices:
                 rel(self.layout, writer.path),
                 started_at=started,
             )
+        # After the ``finally``: a cancelled session emits nothing (the cancel propagates above),
+        # and waiting for an event reader is never done on a cancelled path.
         await self.emit(
             SessionFinished(
                 story_id=story_id,
