@@ -143,7 +143,7 @@ __all__ = [
 ]
 
 # The library logs to "bmad_trio"; like any library it prints nothing unless the application
-# configures logging (the CLI attaches run.log and its own handlers).
+# configures logging (the command line attaches run.log and its own handlers).
 logging.getLogger("bmad_trio").addHandler(logging.NullHandler())
 
 

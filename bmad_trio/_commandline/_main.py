@@ -635,12 +635,12 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     import anyio
 
     from .._config import load_config
-    from .._workflow._quality_gate_detection import effective_gates
+    from .._workflow._quality_gate_detection import effective_quality_gates
     from ._doctor import checks_table, preflight_failed, run_checks
 
     project = _project(args)
     config = load_config(project)
-    gates = effective_gates(config)
+    gates = effective_quality_gates(config)
 
     async def check() -> list[Any]:
         return await run_checks(

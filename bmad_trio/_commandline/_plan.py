@@ -25,7 +25,7 @@ from .._bmad import (
 from .._config import RunConfig
 from .._errors import ProjectError
 from .._workflow._prompts import rel
-from .._workflow._quality_gate_detection import gate_rows
+from .._workflow._quality_gate_detection import quality_gate_rows
 from .._workflow._run import prepare_run
 from .._workflow._story_order import run_order
 
@@ -183,5 +183,5 @@ def make_plan(config: RunConfig) -> dict[str, Any]:
         "stories": stories,
         "runs_next": first_runnable,
         "notes": notes,
-        "gates": [] if config.skip_gates else gate_rows(config),
+        "gates": [] if config.skip_gates else quality_gate_rows(config),
     }

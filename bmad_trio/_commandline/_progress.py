@@ -5,7 +5,7 @@
 * :class:`JsonlProgress` — one JSON object per event, the ``events.jsonl`` format.
 
 Nothing here prints unless handed a console or a ``write`` callable, and nothing starts a ``Live`` on
-its own: the CLI owns the console and calls ``run(receive_stream)``. Times shown are measured with the
+its own: the command line owns the console and calls ``run(receive_stream)``. Times shown are measured with the
 injected ``get_time`` clock (monotonic by default), never with the events' wall-clock ``ts`` — except a
 pause's ``until_ts``, which is turned into a countdown relative to the pause event.
 """
@@ -516,8 +516,8 @@ class RichProgress:
 
     def _frame(self) -> RenderableType:
         height = self.console.size.height
-        gate_rows = len(self.model.gates) + 1 if self.model.gates else 0
-        max_rows = max(3, height - 3 - gate_rows)  # header, column heading, a spare line
+        quality_gate_rows = len(self.model.gates) + 1 if self.model.gates else 0
+        max_rows = max(3, height - 3 - quality_gate_rows)  # header, column heading, a spare line
         return render(
             self.model, self._get_time(), max_rows=max_rows, width=self.console.size.width
         )

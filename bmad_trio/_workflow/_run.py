@@ -63,7 +63,7 @@ from .._state._redact import Redactor
 from .._state._run_files import RunFiles, mark_task_as_run
 from .._state._run_lock import RunLock
 from .._state._store import Store
-from ._quality_gate_detection import with_effective_gates
+from ._quality_gate_detection import with_effective_quality_gates
 from ._quality_gate_phase import run_quality_gates
 from ._run_services import (
     Budget,
@@ -193,7 +193,7 @@ def prepare_run(config: RunConfig, *, several_epics: bool = False) -> _Prepared:
             raise ConfigError(f"--story {unknown[0]}: no such story in {epic.path.name}")
         stories = tuple(s for s in epic.stories if s.story_id in config.stories)
     # Unset gates are detected now, so the run stores and shows the gates it will run.
-    return _Prepared(with_effective_gates(config), layout, epic, stories, epics)
+    return _Prepared(with_effective_quality_gates(config), layout, epic, stories, epics)
 
 
 class EventStream(anyio.abc.ObjectReceiveStream[Event]):
