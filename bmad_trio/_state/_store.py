@@ -562,27 +562,25 @@ class Store:
                 conn.execute(
                     "UPDATE runs SET cost_usd = cost_usd + ? WHERE run_id = ?", (add_cost, run_id)
                 )
-            row = conn.execute(
-                f"SELECT {_STORY_COLUMNS} FROM stories WHERE run_id = ? AND story_id = ?",
-                (run_id, story_id),
-            ).fetchone()
-            if row is None:
-                raise StateError(f"no story {story_id!r} in run {run_id!r} in {self.path}")
-            return _story_row(row)
+            return self._story_in(conn, run_id, story_id)
 
         return await self._write(change)
+
+    def _story_in(self, conn: sqlite3.Connection, run_id: str, story_id: str) -> StoryRow:
+        """One story, read on ``conn`` (in a worker thread), or :class:`StateError` if unknown."""
+        row = conn.execute(
+            f"SELECT {_STORY_COLUMNS} FROM stories WHERE run_id = ? AND story_id = ?",
+            (run_id, story_id),
+        ).fetchone()
+        if row is None:
+            raise StateError(f"no story {story_id!r} in run {run_id!r} in {self.path}")
+        return _story_row(row)
 
     async def get_story(self, run_id: str, story_id: str) -> StoryRow:
         """One story, or :class:`StateError` if unknown."""
 
         def query(conn: sqlite3.Connection) -> StoryRow:
-            row = conn.execute(
-                f"SELECT {_STORY_COLUMNS} FROM stories WHERE run_id = ? AND story_id = ?",
-                (run_id, story_id),
-            ).fetchone()
-            if row is None:
-                raise StateError(f"no story {story_id!r} in run {run_id!r} in {self.path}")
-            return _story_row(row)
+            return self._story_in(conn, run_id, story_id)
 
         return await self._read(query)
 
