@@ -20,8 +20,10 @@ from ._errors import ConfigError as ConfigError
 from ._errors import ConfigTypeError as ConfigTypeError
 from ._errors import ConfigValueError as ConfigValueError
 from ._errors import GateError as GateError
+from ._errors import GitError as GitError
 from ._errors import PreflightError as PreflightError
 from ._errors import ProjectError as ProjectError
+from ._errors import RepositoryError as RepositoryError
 from ._errors import RunAbort as RunAbort
 from ._errors import StateError as StateError
 from ._version import __version__ as __version__
@@ -117,12 +119,14 @@ __all__ = [
     "GateFinished",
     "GateReport",
     "GateStarted",
+    "GitError",
     "MergeConflict",
     "Outcome",
     "PhaseFinished",
     "PhaseStarted",
     "PreflightError",
     "ProjectError",
+    "RepositoryError",
     "Role",
     "Run",
     "RunAbort",
@@ -149,7 +153,7 @@ __all__ = [
 ]
 
 # The library logs to "bmad_trio"; like any library it prints nothing unless the application
-# configures logging (the CLI attaches run.log and its own handlers).
+# configures logging (the command line attaches run.log and its own handlers).
 logging.getLogger("bmad_trio").addHandler(logging.NullHandler())
 
 

@@ -25,9 +25,16 @@ escapes the public API: :func:`collapse` turns a group of BmadErrors into its mo
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Mapping
+from typing import Final, cast
 
 __all__ = [
+    "EXIT_CODES",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_PREFLIGHT",
+    "EXIT_USAGE",
     "AgentAPIError",
     "AgentCLIError",
     "AgentError",
@@ -45,6 +52,7 @@ __all__ = [
     "RunAbort",
     "StateError",
     "collapse",
+    "exit_code_for",
     "unwrap_single",
 ]
 
@@ -52,13 +60,15 @@ __all__ = [
 class BmadError(Exception):
     """Base of every error bmad-trio raises on purpose."""
 
-    exit_code: int = 1
+    @property
+    def exit_code(self) -> int:
+        """The command line's exit code for this error (from :data:`EXIT_CODES`)."""
+        code = exit_code_for(self)
+        return EXIT_FAILED if code is None else code  # never None: BmadError is in the table
 
 
 class ConfigError(BmadError):
     """Bad configuration or command-line input; names the file and key."""
-
-    exit_code = 2
 
 
 class ConfigValueError(ConfigError, ValueError):
@@ -72,8 +82,6 @@ class ConfigTypeError(ConfigError, TypeError):
 class ProjectError(BmadError):
     """A BMAD project file is missing, malformed or unsafe; names the file and line."""
 
-    exit_code = 2
-
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
         self.path = path
         self.line = line
@@ -86,20 +94,15 @@ class ProjectError(BmadError):
 class StateError(BmadError):
     """The run store cannot be used: corrupt, foreign, locked by another run, or unknown run id."""
 
-    exit_code = 2
-
 
 class PreflightError(BmadError):
     """A precondition for spending money failed: no CLI, no auth, API unreachable."""
 
-    exit_code = 3
-
 
 class RepositoryError(PreflightError):
     """The project's git repository is not ready for a run: not a work tree, no commit yet, uncommitted
-    changes, detached HEAD, git missing or too old. The message says which command fixes it."""
-
-    exit_code = 2
+    changes, detached HEAD, git missing or too old. The message says which command fixes it.
+    Bad input, so exit 2 (nothing was run or written), unlike the other preflight failures."""
 
 
 class GitError(BmadError):
@@ -155,13 +158,39 @@ class RunAbort(BmadError):
     A run ends ``failed`` with this as its reason (exit 1); the library catches it inside the run.
     """
 
-    exit_code = 1
-
 
 class BudgetSpent(RunAbort):
     """The run's budget is spent; no new session may start."""
 
-    exit_code = 1
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PREFLIGHT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+EXIT_CODES: Final[Mapping[type[BaseException], int]] = {
+    BmadError: EXIT_FAILED,
+    ConfigError: EXIT_USAGE,
+    ProjectError: EXIT_USAGE,
+    StateError: EXIT_USAGE,
+    PreflightError: EXIT_PREFLIGHT,
+    RepositoryError: EXIT_USAGE,
+    GitError: EXIT_FAILED,
+    AgentError: EXIT_FAILED,
+    GateError: EXIT_FAILED,
+    RunAbort: EXIT_FAILED,
+    BudgetSpent: EXIT_FAILED,
+    KeyboardInterrupt: EXIT_INTERRUPTED,
+}
+"""The one table of exit codes: each error class of the tree (and Ctrl-C) with the command line's
+exit code for it. A class not listed takes its nearest listed base's code."""
+
+
+def exit_code_for(error: BaseException) -> int | None:
+    """The exit code :data:`EXIT_CODES` gives ``error``'s class or its nearest listed base; None for
+    an error outside the table (a bug: the command line lets it propagate)."""
+    for cls in type(error).__mro__:
+        code = EXIT_CODES.get(cls)
+        if code is not None:
+            return code
+    return None
 
 
 def unwrap_single(exc: BaseException) -> BaseException:

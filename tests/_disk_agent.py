@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import attrs
 
-from bmad_trio import Outcome, SessionResult, SessionSpec
+from bmad_trio import Outcome, RunConfig, SessionResult, SessionSpec
 from bmad_trio.testing import MockAgentRunner, parse_context
 from bmad_trio.testing._bmad_actor import resolve_conflict_blocks
 
@@ -45,6 +45,19 @@ def make_project(root: Path, epic: str = EPIC) -> Path:
     (root / "docs" / "prd").mkdir(parents=True)
     (root / "docs" / "prd" / "epic-1.md").write_text(epic)
     return root
+
+
+def run_config(project: Path, **overrides: object) -> RunConfig:
+    """The unit tests' RunConfig for a project made by :func:`make_project`: its epic, no quality
+    gates, three cycles; ``overrides`` replace any field."""
+    fields: dict[str, object] = {
+        "epic": project / "docs" / "prd" / "epic-1.md",
+        "project": project,
+        "skip_gates": True,
+        "max_cycles": 3,
+    }
+    fields.update(overrides)
+    return RunConfig(**fields)  # pyright: ignore[reportArgumentType]
 
 
 @attrs.define

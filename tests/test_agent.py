@@ -132,3 +132,17 @@ def test_session_spec_accepts_good_fields_and_normalises_sequences() -> None:
     assert attrs.evolve(spec, timeout_s=7).timeout_s == 7.0  # evolve validates too
     with pytest.raises(ValueError, match=r"SessionSpec\.timeout_s"):
         attrs.evolve(spec, timeout_s=math.nan)
+
+
+@pytest.mark.anyio
+async def test_runners_implement_the_protocols_aclose() -> None:
+    """``aclose`` is part of the AgentRunner protocol (a run closes the runner it made without
+    looking the method up), and both runners implement it; closing twice is fine."""
+    from bmad_trio import AgentRunner, ClaudeAgentRunner
+    from bmad_trio.testing import MockAgentRunner
+
+    assert "aclose" in AgentRunner.__dict__
+    for runner in (MockAgentRunner(), ClaudeAgentRunner()):
+        typed: AgentRunner = runner
+        await typed.aclose()
+        await typed.aclose()

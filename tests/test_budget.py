@@ -7,13 +7,12 @@ from pathlib import Path
 import anyio
 import attrs
 import pytest
-from _disk_agent import DiskAgent, make_project
+from _disk_agent import DiskAgent, make_project, run_config
 
 from bmad_trio import (
     AgentMessage,
     Event,
     Outcome,
-    RunConfig,
     RunPaused,
     SessionResult,
     SessionSpec,
@@ -41,17 +40,6 @@ As a user, I want three, so that c.
 """
 
 
-def _config(project: Path, **overrides: object) -> RunConfig:
-    fields: dict[str, object] = {
-        "epic": project / "docs" / "prd" / "epic-1.md",
-        "project": project,
-        "skip_gates": True,
-        "max_cycles": 3,
-    }
-    fields.update(overrides)
-    return RunConfig(**fields)  # pyright: ignore[reportArgumentType]
-
-
 async def test_concurrent_sessions_share_the_cap_instead_of_each_getting_all_of_it(
     tmp_path: Path,
 ) -> None:
@@ -74,7 +62,7 @@ async def test_concurrent_sessions_share_the_cap_instead_of_each_getting_all_of_
         return attrs.evolve(result, cost_usd=0.9 * spec.max_budget_usd)
 
     report = await run_epic(
-        _config(project, budget_usd=1.0, jobs=3), runner=MockAgentRunner(spend_most_of_the_limit)
+        run_config(project, budget_usd=1.0, jobs=3), runner=MockAgentRunner(spend_most_of_the_limit)
     )
     # whether the shrinking shares left enough for all nine sessions depends on their order
     if report.status != "done":
@@ -92,7 +80,7 @@ async def test_one_job_gets_everything_that_is_left(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     seen: list[float | None] = []
     agent = DiskAgent(cost_usd=0.01, on_session=lambda spec: seen.append(spec.max_budget_usd))
-    report = await run_epic(_config(project, budget_usd=0.035), runner=agent.runner())
+    report = await run_epic(run_config(project, budget_usd=0.035), runner=agent.runner())
     assert report.failure_reason == "the run's budget of $0.04 is spent"
     assert seen == pytest.approx([0.035, 0.025, 0.015, 0.005])
 
@@ -128,7 +116,7 @@ async def test_a_cancelled_session_is_charged_for_the_usage_it_streamed(tmp_path
 
     with anyio.CancelScope() as scope:
         await run_epic(
-            _config(project, budget_usd=1.0), runner=MockAgentRunner(hang, messages=_streamed)
+            run_config(project, budget_usd=1.0), runner=MockAgentRunner(hang, messages=_streamed)
         )
     assert scope.cancelled_caught
     async with open_store(project) as store:
@@ -146,7 +134,7 @@ async def test_a_timed_out_session_without_a_reported_cost_is_estimated(tmp_path
     project = make_project(tmp_path)
     timed_out = SessionResult(outcome=Outcome.TIMEOUT, error="session exceeded its 1 s limit")
     report = await run_epic(
-        _config(project, max_cycles=1, stories=("1.1",)),
+        run_config(project, max_cycles=1, stories=("1.1",)),
         runner=MockAgentRunner(lambda _spec: timed_out, messages=_streamed),
     )
     assert report.cost_usd == pytest.approx(STREAMED_COST)
@@ -156,7 +144,8 @@ async def test_a_reported_cost_wins_over_the_estimate(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     agent = DiskAgent(cost_usd=0.5)
     report = await run_epic(
-        _config(project, stories=("1.1",)), runner=MockAgentRunner(agent.handle, messages=_streamed)
+        run_config(project, stories=("1.1",)),
+        runner=MockAgentRunner(agent.handle, messages=_streamed),
     )
     assert report.status == "done"
     assert report.cost_usd == pytest.approx(1.5)  # three sessions at their reported $0.50
@@ -173,7 +162,7 @@ async def test_the_cap_holds_when_sessions_time_out_after_spending(tmp_path: Pat
 
     timed_out = SessionResult(outcome=Outcome.TIMEOUT, error="deadline")
     report = await run_epic(
-        _config(project, budget_usd=0.1, jobs=3, max_cycles=10),
+        run_config(project, budget_usd=0.1, jobs=3, max_cycles=10),
         runner=MockAgentRunner(lambda _spec: timed_out, messages=ninety_percent),
     )
     assert report.status == "failed"

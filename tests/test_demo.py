@@ -21,12 +21,12 @@ from bmad_trio._bmad import (
     StoryStatus,
     detect_layout,
     find_epic,
-    find_gate_file,
+    find_qa_gate_file,
     find_story_file,
     new_story_path,
     parse_epic,
     parse_story,
-    read_gate,
+    read_qa_gate,
     story_slug,
 )
 from bmad_trio._commandline._demo import (
@@ -447,9 +447,9 @@ def test_the_bmad_actors_work_keeps_both_gates_green(tmp_path: Path) -> None:
         story = parse_story(story_path)
         assert story.story_id == story_id
         assert story.status == StoryStatus.REVIEW
-        gate = find_gate_file(layout, story_id)
+        gate = find_qa_gate_file(layout, story_id)
         assert gate is not None
-        assert read_gate(gate).gate == "PASS"
+        assert read_qa_gate(gate).gate == "PASS"
     assert (root / "src/sample_app/add_greeting.py").is_file()
     assert (root / "tests/test_add_shout.py").is_file()
     _run_gates(root)
@@ -529,9 +529,9 @@ async def test_story_1_1_through_the_real_cli_keeps_both_gates_green(tmp_path: P
         await session(api, _context(project, "dev", "1.1"))
         await session(api, _context(project, "qa", "1.1", review="first"))
     assert parse_story(story_path).status == StoryStatus.REVIEW
-    gate = find_gate_file(layout, "1.1")
+    gate = find_qa_gate_file(layout, "1.1")
     assert gate is not None
-    assert read_gate(gate).gate == "PASS"
+    assert read_qa_gate(gate).gate == "PASS"
     assert (project.root / "src/sample_app/add_greeting.py").is_file()
     assert (project.root / "tests/test_add_greeting.py").is_file()
     _run_gates(project.root)

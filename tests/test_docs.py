@@ -24,7 +24,7 @@ from bmad_trio._config import (
     CONFIG_KEYS,
     parse_config_table,
 )
-from bmad_trio._workflow._quality_gate_detection import detect_gates
+from bmad_trio._workflow._quality_gate_detection import detect_quality_gates
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 NOT_RUN = "<!-- not-run -->"
@@ -171,7 +171,7 @@ def test_the_documented_python_gates_are_what_detection_gives(tmp_path: Path) ->
     (tmp_path / "pyproject.toml").write_text(
         "[tool.ruff]\n[tool.basedpyright]\n[tool.pytest.ini_options]\n"
     )
-    assert parse_config_table("docs", table)["gates"] == detect_gates(tmp_path)
+    assert parse_config_table("docs", table)["gates"] == detect_quality_gates(tmp_path)
 
 
 @pytest.mark.parametrize(

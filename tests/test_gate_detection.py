@@ -15,10 +15,10 @@ from bmad_trio import GateCommand, ProjectError, RunConfig, run_epic
 from bmad_trio._commandline._doctor import check_gate_tools, format_checks
 from bmad_trio._config import load_config
 from bmad_trio._workflow._quality_gate_detection import (
-    detect_gates,
-    effective_gates,
-    gate_rows,
+    detect_quality_gates,
+    effective_quality_gates,
     package_manager,
+    quality_gate_rows,
 )
 
 NPM_PLACEHOLDER = 'echo "Error: no test specified" && exit 1'
@@ -35,12 +35,12 @@ def _package(root: Path, scripts: dict[str, str], **extra: object) -> None:
 
 
 def _summary(project: Path) -> list[tuple[str, tuple[str, ...], str]]:
-    return [(g.name, g.argv, g.source) for g in detect_gates(project)]
+    return [(g.name, g.argv, g.source) for g in detect_quality_gates(project)]
 
 
 def test_a_project_with_nothing_recognisable_gets_no_gates(tmp_path: Path) -> None:
     _write(tmp_path, "README.md", "hello\n")
-    assert detect_gates(tmp_path) == ()
+    assert detect_quality_gates(tmp_path) == ()
 
 
 def test_package_json_scripts_run_with_npm(tmp_path: Path) -> None:
@@ -51,7 +51,7 @@ def test_package_json_scripts_run_with_npm(tmp_path: Path) -> None:
         ("npm-typecheck", ("npm", "run", "typecheck"), "package.json scripts.typecheck"),
         ("npm-test", ("npm", "run", "test"), "package.json scripts.test"),
     ]
-    assert all(g.detected for g in detect_gates(tmp_path))
+    assert all(g.detected for g in detect_quality_gates(tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -84,9 +84,9 @@ def test_package_manager_field_without_lockfile(tmp_path: Path) -> None:
 
 def test_the_default_npm_test_script_is_ignored(tmp_path: Path) -> None:
     _package(tmp_path, {"test": NPM_PLACEHOLDER})
-    assert detect_gates(tmp_path) == ()
+    assert detect_quality_gates(tmp_path) == ()
     _package(tmp_path, {"test": 'echo "Error: no test specified" && exit 1 ', "lint": "eslint ."})
-    assert [g.name for g in detect_gates(tmp_path)] == ["npm-lint"]
+    assert [g.name for g in detect_quality_gates(tmp_path)] == ["npm-lint"]
 
 
 def test_typescript_without_a_typecheck_script_gets_tsc(tmp_path: Path) -> None:
@@ -152,7 +152,7 @@ def test_a_tests_directory_with_python_tests_means_pytest(tmp_path: Path) -> Non
 def test_a_tests_directory_without_python_tests_is_not_pytest(tmp_path: Path) -> None:
     _write(tmp_path, "tests/app.test.ts", "test('x', () => {})\n")
     _write(tmp_path, "pyproject.toml", '[project]\nname = "x"\n')
-    assert detect_gates(tmp_path) == ()
+    assert detect_quality_gates(tmp_path) == ()
 
 
 def test_cargo_and_go(tmp_path: Path) -> None:
@@ -171,7 +171,7 @@ def test_a_mixed_project_gets_every_ecosystem(tmp_path: Path) -> None:
     _package(tmp_path, {"test": "vitest run", "lint": "eslint ."})
     _write(tmp_path, "pnpm-lock.yaml", "")
     _write(tmp_path, "go.mod", "module x\n")
-    names = [g.name for g in detect_gates(tmp_path)]
+    names = [g.name for g in detect_quality_gates(tmp_path)]
     assert names == ["ruff", "pytest", "pnpm-lint", "pnpm-test", "go-vet", "go-test"]
     assert len(set(names)) == len(names)
 
@@ -179,7 +179,7 @@ def test_a_mixed_project_gets_every_ecosystem(tmp_path: Path) -> None:
 def test_broken_package_json_names_file_and_line(tmp_path: Path) -> None:
     _write(tmp_path, "package.json", '{\n  "scripts": {\n    "test": "jest",\n  }\n}\n')
     with pytest.raises(ProjectError) as caught:
-        detect_gates(tmp_path)
+        detect_quality_gates(tmp_path)
     message = str(caught.value)
     assert "package.json" in message
     assert ":4" in message or "line 4" in message
@@ -193,18 +193,18 @@ def test_configured_gates_win_entirely(tmp_path: Path) -> None:
         '[tool.ruff]\n[tool.bmad-trio]\n[[tool.bmad-trio.gates]]\nname = "unit"\ncommand = "make test"\n',
     )
     config = load_config(tmp_path)
-    gates = effective_gates(config)
+    gates = effective_quality_gates(config)
     assert [(g.name, g.argv, g.detected) for g in gates] == [("unit", ("make", "test"), False)]
     assert gates[0].source.endswith("pyproject.toml [tool.bmad-trio] gates[0]")
     # An explicit empty list means no gates at all, not "detect".
-    assert effective_gates(RunConfig(project=tmp_path, gates=())) == ()
+    assert effective_quality_gates(RunConfig(project=tmp_path, gates=())) == ()
 
 
 def test_unset_gates_are_detected_and_rows_say_where_from(tmp_path: Path) -> None:
     _package(tmp_path, {"test": "jest"})
     config = load_config(tmp_path)
     assert config.gates is None
-    assert gate_rows(config) == [
+    assert quality_gate_rows(config) == [
         {
             "name": "npm-test",
             "command": ["npm", "run", "test"],
@@ -222,7 +222,7 @@ def test_doctor_shows_each_gate_with_its_source(tmp_path: Path) -> None:
     npm.chmod(npm.stat().st_mode | stat.S_IXUSR)
     _package(tmp_path, {"test": "jest"})
     _write(tmp_path, "go.mod", "module x\n")
-    results = check_gate_tools(tmp_path, detect_gates(tmp_path), {"PATH": str(bin_dir)})
+    results = check_gate_tools(tmp_path, detect_quality_gates(tmp_path), {"PATH": str(bin_dir)})
     lines = format_checks(results)
     assert f"ok   gate npm-test: npm run test (from package.json scripts.test): {npm}" in lines
     assert "warn gate go-vet: `go` not found (from go.mod); a run skips this detected gate" in lines

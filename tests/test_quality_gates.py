@@ -19,10 +19,10 @@ from bmad_trio._errors import GateError
 from bmad_trio._state._redact import Redactor
 from bmad_trio._workflow._quality_gates import (
     FAILURE_TEXT_MAX_BYTES,
-    GateResult,
-    format_gate_failure,
-    gate_environment,
-    run_gate,
+    QualityGateResult,
+    format_quality_gate_failure,
+    quality_gate_environment,
+    run_quality_gate,
 )
 
 pytestmark = pytest.mark.anyio
@@ -85,7 +85,7 @@ def spawned() -> Iterator[list[int]]:
 
 async def test_passing_gate(tmp_path: Path) -> None:
     gate = py_gate("hello", "print('all good')")
-    result = await run_gate(gate, tmp_path)
+    result = await run_quality_gate(gate, tmp_path)
     assert result.passed
     assert result.exit_code == 0
     assert result.output == "all good\n"
@@ -106,13 +106,13 @@ async def test_failing_gate_reports_exit_code_and_merged_output(tmp_path: Path) 
         sys.exit(3)
         """,
     )
-    result = await run_gate(gate, tmp_path)
+    result = await run_quality_gate(gate, tmp_path)
     assert not result.passed
     assert result.exit_code == 3
     assert not result.timed_out
     assert "to stdout\n" in result.output
     assert "to stderr\n" in result.output
-    text = format_gate_failure(result)
+    text = format_quality_gate_failure(result)
     assert "'lint'" in text
     assert "exit code 3" in text
     assert "to stderr" in text
@@ -123,7 +123,7 @@ async def test_runs_in_project_with_env_and_no_stdin(tmp_path: Path) -> None:
         "where",
         "import os, sys; print(os.getcwd(), os.environ.get('GATE_FLAG'), repr(sys.stdin.read()))",
     )
-    result = await run_gate(gate, tmp_path, env={"PATH": os.defpath, "GATE_FLAG": "on"})
+    result = await run_quality_gate(gate, tmp_path, env={"PATH": os.defpath, "GATE_FLAG": "on"})
     assert result.passed, result.output
     assert result.output.split() == [str(tmp_path), "on", "''"]
 
@@ -138,7 +138,7 @@ async def test_output_truncation_keeps_the_tail(tmp_path: Path) -> None:
         sys.stdout.buffer.write(b"THE END\\n")
         """,
     )
-    result = await run_gate(gate, tmp_path, max_output_bytes=1000)
+    result = await run_quality_gate(gate, tmp_path, max_output_bytes=1000)
     assert result.passed
     total = 200 * 1000 + len("THE END\n")
     assert result.output.startswith(f"[... {total - 1000} bytes cut ...]\n")
@@ -148,20 +148,20 @@ async def test_output_truncation_keeps_the_tail(tmp_path: Path) -> None:
 
 async def test_undecodable_output_is_replaced(tmp_path: Path) -> None:
     gate = py_gate("bytes", "import sys; sys.stdout.buffer.write(b'caf\\xe9 ok\\n')")
-    result = await run_gate(gate, tmp_path)
+    result = await run_quality_gate(gate, tmp_path)
     assert result.output == "caf\ufffd ok\n"
 
 
 async def test_timeout_kills_the_whole_process_group(tmp_path: Path, spawned: list[int]) -> None:
     gate = py_gate("slow", SPAWNER, timeout_s=2.0)
-    result = await run_gate(gate, tmp_path)
+    result = await run_quality_gate(gate, tmp_path)
     pids = _pids_from(result.output)
     spawned.extend(pids)
     assert result.timed_out
     assert result.exit_code is None
     assert not result.passed
     await _assert_gone(pids)
-    assert "timed out" in format_gate_failure(result)
+    assert "timed out" in format_quality_gate_failure(result)
 
 
 async def test_timeout_escalates_to_sigkill_when_sigterm_is_ignored(
@@ -169,7 +169,7 @@ async def test_timeout_escalates_to_sigkill_when_sigterm_is_ignored(
 ) -> None:
     # SIG_IGN is inherited by the child across exec: both ignore SIGTERM.
     script = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + SPAWNER
-    result = await run_gate(py_gate("stubborn", script, timeout_s=2.0), tmp_path)
+    result = await run_quality_gate(py_gate("stubborn", script, timeout_s=2.0), tmp_path)
     pids = _pids_from(result.output)
     spawned.extend(pids)
     assert result.timed_out
@@ -189,7 +189,7 @@ async def test_leftover_processes_are_stopped_after_a_normal_exit(
         """,
         timeout_s=60.0,
     )
-    result = await run_gate(gate, tmp_path)
+    result = await run_quality_gate(gate, tmp_path)
     pids = _pids_from(result.output)
     spawned.extend(pids)
     assert result.passed
@@ -204,7 +204,7 @@ async def test_cancellation_kills_the_group_and_propagates(
     pid_file = tmp_path / "pids"
     gate = GateCommand("pytest", (PY, "-c", SPAWNER, str(pid_file)), 60.0)
     caught: list[BaseException] = []
-    returned: list[GateResult] = []
+    returned: list[QualityGateResult] = []
     scope = anyio.CancelScope()
     pids: list[int] = []
 
@@ -213,7 +213,7 @@ async def test_cancellation_kills_the_group_and_propagates(
         async def run() -> None:
             with scope:
                 try:
-                    returned.append(await run_gate(gate, tmp_path))
+                    returned.append(await run_quality_gate(gate, tmp_path))
                 except BaseException as exc:
                     caught.append(exc)
                     raise
@@ -242,7 +242,7 @@ async def test_cancellation_kills_the_group_and_propagates(
 async def test_missing_command_is_a_gate_error(tmp_path: Path) -> None:
     gate = GateCommand("pytest", ("no-such-gate-tool-xyz", "-q"))
     with pytest.raises(GateError) as info:
-        await run_gate(gate, tmp_path, env={"PATH": str(tmp_path)})
+        await run_quality_gate(gate, tmp_path, env={"PATH": str(tmp_path)})
     message = str(info.value)
     assert "gate 'pytest'" in message
     assert "command not found: no-such-gate-tool-xyz" in message
@@ -252,12 +252,12 @@ async def test_missing_command_is_a_gate_error(tmp_path: Path) -> None:
 async def test_missing_relative_command_is_a_gate_error(tmp_path: Path) -> None:
     gate = GateCommand("check", ("./scripts/check.sh",))
     with pytest.raises(GateError, match=r"gate 'check': command not found: \./scripts/check\.sh"):
-        await run_gate(gate, tmp_path)
+        await run_quality_gate(gate, tmp_path)
 
 
 async def test_empty_command_is_a_gate_error(tmp_path: Path) -> None:
     with pytest.raises(GateError, match="gate 'nothing': empty command"):
-        await run_gate(GateCommand("nothing", ()), tmp_path)
+        await run_quality_gate(GateCommand("nothing", ()), tmp_path)
 
 
 def _write_tool(path: Path, body: str) -> None:
@@ -269,7 +269,7 @@ def _write_tool(path: Path, body: str) -> None:
 async def test_project_venv_bin_is_on_path(tmp_path: Path) -> None:
     _write_tool(tmp_path / ".venv" / "bin" / "mytool", 'echo "venv tool $1"; echo "PATH=$PATH"')
     gate = GateCommand("mytool", ("mytool", "arg"))
-    result = await run_gate(gate, tmp_path, env={"PATH": os.defpath})
+    result = await run_quality_gate(gate, tmp_path, env={"PATH": os.defpath})
     assert result.passed, result.output
     venv_bin = str(tmp_path / ".venv" / "bin")
     assert result.output.splitlines() == [
@@ -280,36 +280,36 @@ async def test_project_venv_bin_is_on_path(tmp_path: Path) -> None:
 
 async def test_relative_command_runs_from_the_project(tmp_path: Path) -> None:
     _write_tool(tmp_path / "scripts" / "check.sh", "echo checked; exit 1")
-    result = await run_gate(GateCommand("check", ("scripts/check.sh",)), tmp_path)
+    result = await run_quality_gate(GateCommand("check", ("scripts/check.sh",)), tmp_path)
     assert result.exit_code == 1
     assert result.output == "checked\n"
     assert result.argv == ("scripts/check.sh",)
 
 
 def test_gate_environment_defaults_to_os_environ(tmp_path: Path) -> None:
-    assert gate_environment(tmp_path) == dict(os.environ)
+    assert quality_gate_environment(tmp_path) == dict(os.environ)
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
-    env = gate_environment(tmp_path)
+    env = quality_gate_environment(tmp_path)
     venv_bin = str(tmp_path / ".venv" / "bin")
     assert env["PATH"].split(os.pathsep)[0] == venv_bin
     assert {k: v for k, v in env.items() if k != "PATH"} == {
         k: v for k, v in os.environ.items() if k != "PATH"
     }
     # Not added twice.
-    assert gate_environment(tmp_path, env)["PATH"] == env["PATH"]
+    assert quality_gate_environment(tmp_path, env)["PATH"] == env["PATH"]
 
 
 async def test_redactor_is_applied_to_output(tmp_path: Path) -> None:
     secret = "s3cr3t-value-1234567"
     gate = py_gate("leak", f"print('token is {secret}')")
-    result = await run_gate(gate, tmp_path, redactor=Redactor([secret]))
+    result = await run_quality_gate(gate, tmp_path, redactor=Redactor([secret]))
     assert secret not in result.output
     assert "[REDACTED]" in result.output
 
 
 def test_format_gate_failure_is_bounded_and_keeps_the_tail() -> None:
     output = "".join(f"line {i} é\n" for i in range(5000)) + "FINAL ASSERTION ERROR\n"
-    result = GateResult(
+    result = QualityGateResult(
         name="pytest",
         argv=("pytest", "-q"),
         passed=False,
@@ -317,7 +317,7 @@ def test_format_gate_failure_is_bounded_and_keeps_the_tail() -> None:
         output=output,
         duration_s=12.5,
     )
-    text = format_gate_failure(result)
+    text = format_quality_gate_failure(result)
     assert len(text.encode("utf-8")) <= FAILURE_TEXT_MAX_BYTES
     assert text.startswith("Quality gate 'pytest' (`pytest -q`")
     assert "exit code 1" in text
@@ -327,16 +327,16 @@ def test_format_gate_failure_is_bounded_and_keeps_the_tail() -> None:
 
 def test_format_gate_failure_small_and_skipped() -> None:
     gate = GateCommand("ruff", ("ruff", "check", "."))
-    empty = GateResult("ruff", gate.argv, False, 2, "", 0.1)
-    assert format_gate_failure(empty).endswith("It printed nothing.")
-    assert "bytes cut" not in format_gate_failure(
-        GateResult("ruff", gate.argv, False, 1, "E1\n", 1)
+    empty = QualityGateResult("ruff", gate.argv, False, 2, "", 0.1)
+    assert format_quality_gate_failure(empty).endswith("It printed nothing.")
+    assert "bytes cut" not in format_quality_gate_failure(
+        QualityGateResult("ruff", gate.argv, False, 1, "E1\n", 1)
     )
-    skipped = GateResult.skip(gate, "--skip-gates")
+    skipped = QualityGateResult.skip(gate, "--skip-gates")
     assert skipped.skipped
     assert not skipped.passed
     assert skipped.exit_code is None
-    assert "--skip-gates" in format_gate_failure(skipped)
+    assert "--skip-gates" in format_quality_gate_failure(skipped)
 
 
 async def test_unstartable_program_is_a_gate_error(tmp_path: Path) -> None:
@@ -345,4 +345,4 @@ async def test_unstartable_program_is_a_gate_error(tmp_path: Path) -> None:
     tool.write_text("#!/nonexistent/interpreter\n")
     tool.chmod(0o755)
     with pytest.raises(GateError, match=r"gate 'broken': cannot start bin/broken: "):
-        await run_gate(GateCommand("broken", ("bin/broken",)), tmp_path)
+        await run_quality_gate(GateCommand("broken", ("bin/broken",)), tmp_path)

@@ -9,23 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _disk_agent import DiskAgent, make_project
+from _disk_agent import DiskAgent, make_project, run_config
 from test_v6_review import ARTIFACTS, V6Agent, make_v6_project
 
 from bmad_trio import RunConfig, run_epic
 
 pytestmark = pytest.mark.anyio
-
-
-def _v4_config(project: Path, **overrides: object) -> RunConfig:
-    fields: dict[str, object] = {
-        "epic": project / "docs" / "prd" / "epic-1.md",
-        "project": project,
-        "skip_gates": True,
-        "max_cycles": 3,
-    }
-    fields.update(overrides)
-    return RunConfig(**fields)  # pyright: ignore[reportArgumentType]
 
 
 def _story(story_id: str, title: str, status: str, *, change_date: str = "2025-03-01") -> str:
@@ -47,7 +36,7 @@ async def test_a_review_that_already_passed_is_not_run_again(tmp_path: Path) -> 
         'schema: 1\nstory: "1.1"\ngate: PASS\nupdated: "2025-03-02T09:00:00Z"\n'
     )
     agent = DiskAgent()
-    report = await run_epic(_v4_config(project, stories=("1.1",)), runner=agent.runner())
+    report = await run_epic(run_config(project, stories=("1.1",)), runner=agent.runner())
     assert report.status == "done", report.failure_reason
     assert agent.sessions[("1.1", "qa")] == 0
     assert sum(agent.sessions.values()) == 0
@@ -67,7 +56,7 @@ async def test_a_gate_older_than_the_last_change_means_qa_runs(tmp_path: Path) -
         'schema: 1\nstory: "1.1"\ngate: PASS\nupdated: "2025-03-02T09:00:00Z"\n'
     )
     agent = DiskAgent()
-    report = await run_epic(_v4_config(project, stories=("1.1",)), runner=agent.runner())
+    report = await run_epic(run_config(project, stories=("1.1",)), runner=agent.runner())
     assert report.status == "done", report.failure_reason
     assert agent.sessions[("1.1", "qa")] == 1
 
@@ -78,7 +67,7 @@ async def test_an_unreadable_status_blocks_only_that_story(tmp_path: Path) -> No
     stories.mkdir(parents=True)
     (stories / "1.2.story.md").write_text(_story("1.2", "Add farewell", "Whatever This Is"))
     agent = DiskAgent()
-    report = await run_epic(_v4_config(project), runner=agent.runner())
+    report = await run_epic(run_config(project), runner=agent.runner())
     by_id = {s.story_id: s for s in report.stories}
     assert by_id["1.2"].status == "blocked"
     assert "1.2.story.md:5" in (by_id["1.2"].failure_reason or "")
@@ -153,7 +142,7 @@ async def test_a_dependency_on_another_epic_counts_when_done_on_disk(
         _story("1.1", "Add greeting", "Done" if done else "InProgress")
     )
     agent = DiskAgent()
-    config = _v4_config(project, epic=project / "docs" / "prd" / "epic-2.md")
+    config = run_config(project, epic=project / "docs" / "prd" / "epic-2.md")
     report = await run_epic(config, runner=agent.runner())
     by_id = {s.story_id: s for s in report.stories}
     assert by_id["2.2"].status == "done"

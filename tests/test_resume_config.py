@@ -7,24 +7,13 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _disk_agent import DiskAgent, make_project
+from _disk_agent import DiskAgent, make_project, run_config
 
 from bmad_trio import ConfigError, RunConfig, open_run, run_epic
 from bmad_trio._commandline._main import build_parser, resume_settings
 from bmad_trio._config import resumed_config
 
 pytestmark = pytest.mark.anyio
-
-
-def _config(project: Path, **overrides: object) -> RunConfig:
-    fields: dict[str, object] = {
-        "epic": project / "docs" / "prd" / "epic-1.md",
-        "project": project,
-        "skip_gates": True,
-        "max_cycles": 3,
-    }
-    fields.update(overrides)
-    return RunConfig(**fields)  # pyright: ignore[reportArgumentType]
 
 
 async def _interrupted_run(project: Path, agent: DiskAgent, config: RunConfig) -> None:
@@ -53,7 +42,7 @@ def _run_log(project: Path, run_id: str) -> str:
 async def test_a_resumed_run_keeps_its_spending_cap(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     agent = DiskAgent(cost_usd=0.01)
-    await _interrupted_run(project, agent, _config(project, budget_usd=0.035))
+    await _interrupted_run(project, agent, run_config(project, budget_usd=0.035))
     limits: list[float | None] = []
     agent.on_session = lambda spec: limits.append(spec.max_budget_usd)
     # the caller's config names no budget: the stored one still holds
@@ -69,7 +58,7 @@ async def test_stored_settings_win_over_defaults_given_values_win_over_stored(
 ) -> None:
     project = make_project(tmp_path)
     agent = DiskAgent()
-    first = _config(project, max_cycles=2, budget_usd=5.0, model="stored-model", jobs=2)
+    first = run_config(project, max_cycles=2, budget_usd=5.0, model="stored-model", jobs=2)
     await _interrupted_run(project, agent, first)
     given = RunConfig(project=project, max_cycles=7)  # the rest are RunConfig's defaults
     async with open_run(given, runner=agent.runner(), resume=True) as run:
@@ -90,7 +79,7 @@ async def test_stored_settings_win_over_defaults_given_values_win_over_stored(
 async def test_resume_overrides_name_exactly_what_wins(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     agent = DiskAgent()
-    await _interrupted_run(project, agent, _config(project, max_cycles=2, model="stored-model"))
+    await _interrupted_run(project, agent, run_config(project, max_cycles=2, model="stored-model"))
     # max_cycles is named (its default value wins); model is set but not named (the stored wins)
     given = RunConfig(project=project, max_cycles=10, model="other-model")
     async with open_run(
@@ -116,7 +105,7 @@ def test_resumed_config_lists_only_the_keys_that_change() -> None:
 async def test_the_command_line_overrides_only_the_flags_given(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     agent = DiskAgent()
-    await _interrupted_run(project, agent, _config(project, budget_usd=0.5, max_cycles=2))
+    await _interrupted_run(project, agent, run_config(project, budget_usd=0.5, max_cycles=2))
     # config files changed since the run started are not applied...
     (project / "bmad-trio.toml").write_text("budget_usd = 99.0\nmodel = 'from-file'\n")
     extra = project / "extra.toml"

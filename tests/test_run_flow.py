@@ -8,14 +8,13 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _disk_agent import DiskAgent, make_project
+from _disk_agent import DiskAgent, make_project, run_config
 
 from bmad_trio import (
     AgentActivity,
     AgentMessage,
     ConfigError,
     ProjectError,
-    RunConfig,
     SessionResult,
     SessionSpec,
     ToolCall,
@@ -51,17 +50,6 @@ def _epic(*stories: str) -> str:
 
 FORWARD = _epic(_story("1.1", "Needs the later one", "1.2"), _story("1.2", "Comes first"))
 INDEPENDENT = _epic(_story("1.1", "One"), _story("1.2", "Two"), _story("1.3", "Three"))
-
-
-def _config(project: Path, **overrides: object) -> RunConfig:
-    fields: dict[str, object] = {
-        "epic": project / "docs" / "prd" / "epic-1.md",
-        "project": project,
-        "skip_gates": True,
-        "max_cycles": 3,
-    }
-    fields.update(overrides)
-    return RunConfig(**fields)  # pyright: ignore[reportArgumentType]
 
 
 def _session_stories(agent: DiskAgent) -> list[str]:
@@ -122,7 +110,7 @@ async def test_a_story_may_depend_on_a_later_story(tmp_path: Path, jobs: int) ->
     project = make_project(tmp_path, FORWARD)
     agent = DiskAgent()
     with anyio.fail_after(HANG_BOUND_S):
-        report = await run_epic(_config(project, jobs=jobs), runner=agent.runner())
+        report = await run_epic(run_config(project, jobs=jobs), runner=agent.runner())
     assert report.status == "done", report.failure_reason
     assert [s.story_id for s in report.stories] == ["1.1", "1.2"]  # the report keeps epic order
     assert _session_stories(agent) == ["1.2"] * 3 + ["1.1"] * 3
@@ -132,7 +120,7 @@ async def test_a_later_dependency_that_fails_blocks_the_earlier_story(tmp_path: 
     project = make_project(tmp_path, FORWARD)
     agent = DiskAgent(lazy_dev={"1.2"})
     with anyio.fail_after(HANG_BOUND_S):
-        report = await run_epic(_config(project, jobs=2, max_cycles=1), runner=agent.runner())
+        report = await run_epic(run_config(project, jobs=2, max_cycles=1), runner=agent.runner())
     by_id = {s.story_id: s for s in report.stories}
     assert by_id["1.2"].status == "failed"
     assert by_id["1.1"].status == "blocked"
@@ -151,7 +139,7 @@ async def test_dependencies_outside_the_selection_never_hang_a_story(
     )
     project = make_project(tmp_path, epic)
     agent = DiskAgent()
-    config = _config(project, jobs=jobs, stories=("1.1", "1.3"))
+    config = run_config(project, jobs=jobs, stories=("1.1", "1.3"))
     with anyio.fail_after(HANG_BOUND_S):
         report = await run_epic(config, runner=agent.runner())
     # Not waited for (they are not in this run): read from disk once; not done there → blocked,
@@ -170,12 +158,12 @@ async def test_jobs_run_the_stories_in_the_order_plan_shows(tmp_path: Path, jobs
         _story("1.1", "A", "1.3"), _story("1.2", "B", "1.1"), _story("1.3", "C"), _story("1.4", "D")
     )
     project = make_project(tmp_path, epic)
-    plan = make_plan(_config(project))
+    plan = make_plan(run_config(project))
     assert [s["story_id"] for s in plan["stories"]] == ["1.3", "1.1", "1.2", "1.4"]
     assert plan["runs_next"] == "1.3"
     agent = DiskAgent()
     with anyio.fail_after(HANG_BOUND_S):
-        report = await run_epic(_config(project, jobs=jobs), runner=agent.runner())
+        report = await run_epic(run_config(project, jobs=jobs), runner=agent.runner())
     assert report.status == "done", report.failure_reason
     started = list(dict.fromkeys(_session_stories(agent)))
     if jobs == 1:
@@ -192,7 +180,7 @@ async def test_jobs_run_the_stories_in_the_order_plan_shows(tmp_path: Path, jobs
 async def test_an_event_buffer_below_one_is_refused(tmp_path: Path, buffer: int) -> None:
     project = make_project(tmp_path)
     with pytest.raises(ConfigError, match="event_buffer"):
-        open_run(_config(project), runner=DiskAgent().runner(), event_buffer=buffer)
+        open_run(run_config(project), runner=DiskAgent().runner(), event_buffer=buffer)
     assert not (project / ".bmad-trio").exists()
 
 
@@ -200,7 +188,7 @@ async def test_leaving_the_block_unread_frees_every_blocked_sender(tmp_path: Pat
     project = make_project(tmp_path, INDEPENDENT)
     with anyio.fail_after(HANG_BOUND_S):
         async with open_run(
-            _config(project, jobs=3), runner=DiskAgent().runner(), event_buffer=1
+            run_config(project, jobs=3), runner=DiskAgent().runner(), event_buffer=1
         ) as run:
             # RunStarted fills the buffer; every story task then blocks on its StoryStarted.
             await _until_senders_blocked(run, 3)
@@ -217,7 +205,7 @@ async def test_a_cancelled_run_never_waits_for_a_reader(tmp_path: Path) -> None:
     """The run's cleanup is shielded; the final RunFinished must not wait there for a reader who
     may never come (nobody reads, nobody closes, the block has not been left)."""
     project = make_project(tmp_path)
-    run = Run(_config(project), DiskAgent().runner(), event_buffer=1)
+    run = Run(run_config(project), DiskAgent().runner(), event_buffer=1)
     hung = False
 
     async def unstick_after_bound() -> None:
@@ -255,7 +243,7 @@ async def test_a_secret_in_a_tool_target_reaches_neither_the_stream_nor_events_j
         return [AgentMessage(kind="tool_use", tool=ToolCall(name="Bash", target=target))]
 
     runner = MockAgentRunner(DiskAgent().handle, messages=tool_use)
-    config = _config(project, stories=("1.1",))
+    config = run_config(project, stories=("1.1",))
     async with open_run(config, runner=runner, environ={"MY_SERVICE_TOKEN": secret}) as run:
         streamed = [event async for event in run.events]
     activity = [e for e in streamed if isinstance(e, AgentActivity)]
@@ -293,8 +281,8 @@ async def test_two_runs_in_one_process_keep_their_own_run_log(tmp_path: Path) ->
     projects = {name: make_project(tmp_path / name) for name in ("A", "B")}
     with anyio.fail_after(HANG_BOUND_S):
         async with (
-            open_run(_config(projects["A"]), runner=runner_for("A", "B")) as run_a,
-            open_run(_config(projects["B"]), runner=runner_for("B", "A")) as run_b,
+            open_run(run_config(projects["A"]), runner=runner_for("A", "B")) as run_a,
+            open_run(run_config(projects["B"]), runner=runner_for("B", "A")) as run_b,
         ):
             run_a.events.close()
             run_b.events.close()

@@ -86,6 +86,23 @@ async def test_migrates_an_empty_project(tmp_path: Path) -> None:
     assert {"meta", "runs", "stories", "phases", "sessions"} <= tables
 
 
+async def test_row_classes_name_the_columns_they_read(tmp_path: Path) -> None:
+    """Each row class's fields are its SELECT list (one definition): every one is a column of
+    its table, and every column of the table is read."""
+    async with open_store(tmp_path):
+        pass
+    mappers = {
+        "runs": _store._run_row,  # pyright: ignore[reportPrivateUsage]
+        "stories": _store._story_row,  # pyright: ignore[reportPrivateUsage]
+        "phases": _store._phase_row,  # pyright: ignore[reportPrivateUsage]
+        "sessions": _store._session_row,  # pyright: ignore[reportPrivateUsage]
+    }
+    with raw_db(state_db_path(tmp_path)) as conn:
+        for table, mapper in mappers.items():
+            columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+            assert sorted(mapper.columns.split(", ")) == sorted(columns), table
+
+
 async def test_wal_mode(tmp_path: Path) -> None:
     async with await Store.open(tmp_path) as store:
         await seed(store)

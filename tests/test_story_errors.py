@@ -7,14 +7,13 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _disk_agent import DiskAgent, make_project
+from _disk_agent import DiskAgent, make_project, run_config
 
 from bmad_trio import (
     ConfigError,
     Outcome,
     PreflightError,
     ProjectError,
-    RunConfig,
     SessionResult,
     SessionSpec,
     StateError,
@@ -27,17 +26,6 @@ from bmad_trio.testing import MockAgentRunner, parse_context
 pytestmark = pytest.mark.anyio
 
 BROKEN = "# Story 1.1\n\nthe Dev agent overwrote everything, even the status\n"
-
-
-def _config(project: Path, **overrides: object) -> RunConfig:
-    fields: dict[str, object] = {
-        "epic": project / "docs" / "prd" / "epic-1.md",
-        "project": project,
-        "skip_gates": True,
-        "max_cycles": 3,
-    }
-    fields.update(overrides)
-    return RunConfig(**fields)  # pyright: ignore[reportArgumentType]
 
 
 def _breaking_dev(agent: DiskAgent, *, repair_at: int | None) -> MockAgentRunner:
@@ -66,7 +54,7 @@ def _breaking_dev(agent: DiskAgent, *, repair_at: int | None) -> MockAgentRunner
 async def test_a_story_file_its_dev_breaks_is_repaired_by_the_next_cycle(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     agent = DiskAgent()
-    report = await run_epic(_config(project), runner=_breaking_dev(agent, repair_at=2))
+    report = await run_epic(run_config(project), runner=_breaking_dev(agent, repair_at=2))
     assert report.status == "done", report.failure_reason
     by_id = {s.story_id: s for s in report.stories}
     assert by_id["1.1"].status == "done"
@@ -83,7 +71,7 @@ async def test_a_story_file_its_dev_breaks_is_repaired_by_the_next_cycle(tmp_pat
 async def test_a_story_file_its_dev_keeps_breaking_fails_that_story_only(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     report = await run_epic(
-        _config(project, max_cycles=2), runner=_breaking_dev(DiskAgent(), repair_at=None)
+        run_config(project, max_cycles=2), runner=_breaking_dev(DiskAgent(), repair_at=None)
     )
     by_id = {s.story_id: s for s in report.stories}
     assert by_id["1.1"].status == "failed"
@@ -102,7 +90,7 @@ async def test_a_story_file_broken_before_the_run_blocks_that_story_only(tmp_pat
     (project / "docs" / "stories" / "1.2.story.md").write_text(
         BROKEN.replace("1.1", "1.2").replace("Story", "Story", 1)
     )
-    report = await run_epic(_config(project), runner=DiskAgent().runner())
+    report = await run_epic(run_config(project), runner=DiskAgent().runner())
     by_id = {s.story_id: s for s in report.stories}
     assert by_id["1.2"].status == "blocked"
     assert "cannot be read" in (by_id["1.2"].failure_reason or "")
@@ -129,7 +117,7 @@ async def test_errors_from_several_stories_are_classified_not_internal(tmp_path:
         raise PreflightError("bad thing two")
 
     with pytest.raises(PreflightError, match="bad thing two"):
-        await run_epic(_config(project, jobs=2), runner=MockAgentRunner(fail_together))
+        await run_epic(run_config(project, jobs=2), runner=MockAgentRunner(fail_together))
     async with open_store(project) as store:
         run_id = await store.latest_run_id()
         assert run_id is not None
@@ -145,7 +133,7 @@ async def test_a_bug_stays_an_internal_error(tmp_path: Path) -> None:
         raise ZeroDivisionError("a bug")
 
     with pytest.raises(ZeroDivisionError):
-        await run_epic(_config(project), runner=MockAgentRunner(bug))
+        await run_epic(run_config(project), runner=MockAgentRunner(bug))
     async with open_store(project) as store:
         run_id = await store.latest_run_id()
         assert run_id is not None

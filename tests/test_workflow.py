@@ -8,17 +8,18 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _disk_agent import DiskAgent, make_project
+from _disk_agent import DiskAgent, make_project, run_config
 
 from bmad_trio import (
     ConfigError,
     GateCommand,
     Outcome,
     ProjectError,
-    RunConfig,
     SessionResult,
     SessionSpec,
     StateError,
+    StoryFinished,
+    StoryReport,
     open_run,
     run_epic,
 )
@@ -29,17 +30,6 @@ from bmad_trio.testing import MockAgentRunner
 pytestmark = pytest.mark.anyio
 
 
-def _config(project: Path, **overrides: object) -> RunConfig:
-    fields: dict[str, object] = {
-        "epic": project / "docs" / "prd" / "epic-1.md",
-        "project": project,
-        "skip_gates": True,
-        "max_cycles": 3,
-    }
-    fields.update(overrides)
-    return RunConfig(**fields)  # pyright: ignore[reportArgumentType]
-
-
 def _status(project: Path, story_id: str) -> str:
     return parse_story(project / "docs" / "stories" / f"{story_id}.story.md").status.value
 
@@ -47,7 +37,7 @@ def _status(project: Path, story_id: str) -> str:
 async def test_every_story_goes_from_nothing_to_done(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     agent = DiskAgent()
-    report = await run_epic(_config(project), runner=agent.runner())
+    report = await run_epic(run_config(project), runner=agent.runner())
     assert report.status == "done", report.failure_reason
     assert report.exit_code == 0
     assert [s.story_id for s in report.stories] == ["1.1", "1.2", "1.3"]
@@ -69,7 +59,7 @@ async def test_every_story_goes_from_nothing_to_done(tmp_path: Path) -> None:
 async def test_qa_fail_sends_findings_back_to_dev(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     agent = DiskAgent(fail_first_review={"1.2"})
-    report = await run_epic(_config(project), runner=agent.runner())
+    report = await run_epic(run_config(project), runner=agent.runner())
     assert report.status == "done"
     assert agent.sessions[("1.2", "dev")] == 2
     assert agent.sessions[("1.2", "qa")] == 2
@@ -84,7 +74,7 @@ async def test_a_story_that_never_reaches_review_fails_and_blocks_its_dependents
 ) -> None:
     project = make_project(tmp_path)
     agent = DiskAgent(lazy_dev={"1.1"})
-    report = await run_epic(_config(project, max_cycles=2), runner=agent.runner())
+    report = await run_epic(run_config(project, max_cycles=2), runner=agent.runner())
     by_id = {s.story_id: s for s in report.stories}
     assert by_id["1.1"].status == "failed"
     assert by_id["1.1"].failure_reason == "not done after 2 Dev/QA cycles"
@@ -101,7 +91,7 @@ async def test_stop_on_failure_stops_later_stories(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     agent = DiskAgent(lazy_dev={"1.1"})
     report = await run_epic(
-        _config(project, max_cycles=1, stop_on_failure=True), runner=agent.runner()
+        run_config(project, max_cycles=1, stop_on_failure=True), runner=agent.runner()
     )
     assert report.status == "failed"
     assert agent.sessions[("1.2", "sm")] == 0
@@ -111,7 +101,7 @@ async def test_budget_caps_the_run(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     seen: list[float | None] = []
     agent = DiskAgent(cost_usd=0.01, on_session=lambda spec: seen.append(spec.max_budget_usd))
-    report = await run_epic(_config(project, budget_usd=0.035), runner=agent.runner())
+    report = await run_epic(run_config(project, budget_usd=0.035), runner=agent.runner())
     assert report.status == "failed"
     assert report.failure_reason == "the run's budget of $0.04 is spent"
     assert sum(agent.sessions.values()) == 4
@@ -128,7 +118,7 @@ async def test_rate_limit_pauses_and_retries_without_counting(tmp_path: Path) ->
         error="slow down",
     )
     agent = DiskAgent(outcomes={"dev": [limited]})
-    async with open_run(_config(project), runner=agent.runner()) as run:
+    async with open_run(run_config(project), runner=agent.runner()) as run:
         kinds = [type(event).__name__ async for event in run.events]
         report = await run.wait()
     assert report.status == "done"
@@ -143,7 +133,7 @@ async def test_refused_credentials_abort_the_run(tmp_path: Path) -> None:
         outcome=Outcome.API_ERROR, api_error_category="authentication_failed", error="bad key"
     )
     agent = DiskAgent(outcomes={"sm": [refused]})
-    report = await run_epic(_config(project), runner=agent.runner())
+    report = await run_epic(run_config(project), runner=agent.runner())
     assert report.status == "failed"
     assert "authentication_failed" in (report.failure_reason or "")
     assert sum(agent.sessions.values()) == 1
@@ -163,7 +153,7 @@ async def test_cancel_then_resume_never_reruns_a_finished_phase(tmp_path: Path) 
     agent.on_session = stop_at_fifth
     agent.delay_s = 0.01
     with anyio.CancelScope() as scope:
-        await run_epic(_config(project), runner=agent.runner())
+        await run_epic(run_config(project), runner=agent.runner())
     assert scope.cancelled_caught
     async with open_store(project) as store:
         run_id = await store.latest_run_id()
@@ -171,7 +161,7 @@ async def test_cancel_then_resume_never_reruns_a_finished_phase(tmp_path: Path) 
         assert (await store.get_run(run_id)).status == "interrupted"
     # finished: 1.1 sm, dev, qa; 1.2 sm; interrupted: 1.2 dev (5th)
     agent.on_session = None
-    report = await run_epic(_config(project), runner=agent.runner(), resume=True)
+    report = await run_epic(run_config(project), runner=agent.runner(), resume=True)
     assert report.status == "done"
     assert report.run_id == run_id
     for story in ("1.1", "1.2", "1.3"):
@@ -187,7 +177,9 @@ async def test_gate_failure_gets_a_fixer_then_passes(tmp_path: Path) -> None:
     check = "import os, sys; sys.exit(0 if os.path.exists('fixed') else 1)"
     gates = (GateCommand("fixed-file", (sys.executable, "-c", check), 60),)
     agent = DiskAgent()
-    report = await run_epic(_config(project, skip_gates=False, gates=gates), runner=agent.runner())
+    report = await run_epic(
+        run_config(project, skip_gates=False, gates=gates), runner=agent.runner()
+    )
     assert report.status == "done", report.failure_reason
     assert [(g.name, g.passed, g.attempts) for g in report.gates] == [("fixed-file", True, 2)]
     assert agent.sessions[("fixer", "fixer")] == 1
@@ -197,7 +189,7 @@ async def test_a_missing_gate_tool_fails_the_run_cleanly(tmp_path: Path) -> None
     project = make_project(tmp_path)
     gates = (GateCommand("lint", ("no-such-linter-xyz", "check"), 60),)
     report = await run_epic(
-        _config(project, skip_gates=False, gates=gates), runner=DiskAgent().runner()
+        run_config(project, skip_gates=False, gates=gates), runner=DiskAgent().runner()
     )
     assert report.status == "failed"
     assert report.gates[0].passed is False
@@ -206,7 +198,7 @@ async def test_a_missing_gate_tool_fails_the_run_cleanly(tmp_path: Path) -> None
 
 async def test_without_auto_approve_drafts_wait(tmp_path: Path) -> None:
     project = make_project(tmp_path)
-    report = await run_epic(_config(project, auto_approve=False), runner=DiskAgent().runner())
+    report = await run_epic(run_config(project, auto_approve=False), runner=DiskAgent().runner())
     assert {s.status for s in report.stories} == {"blocked"}
     assert _status(project, "1.1") == "draft"
 
@@ -216,7 +208,7 @@ async def test_concerns_pass_unless_strict(tmp_path: Path, strict: bool, expecte
     project = make_project(tmp_path)
     agent = DiskAgent(gate_word="CONCERNS")
     report = await run_epic(
-        _config(project, strict_concerns=strict, max_cycles=2, stories=("1.1",)),
+        run_config(project, strict_concerns=strict, max_cycles=2, stories=("1.1",)),
         runner=agent.runner(),
     )
     assert report.stories[0].status == expected
@@ -224,13 +216,15 @@ async def test_concerns_pass_unless_strict(tmp_path: Path, strict: bool, expecte
 
 async def test_bad_input_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="epic file not found"):
-        await run_epic(_config(tmp_path, epic=tmp_path / "nope.md"), runner=DiskAgent().runner())
+        await run_epic(run_config(tmp_path, epic=tmp_path / "nope.md"), runner=DiskAgent().runner())
     (tmp_path / "empty.md").write_text("# nothing here\n")
     with pytest.raises(ProjectError, match=r"empty\.md"):
-        await run_epic(_config(tmp_path, epic=tmp_path / "empty.md"), runner=DiskAgent().runner())
+        await run_epic(
+            run_config(tmp_path, epic=tmp_path / "empty.md"), runner=DiskAgent().runner()
+        )
     make_project(tmp_path / "p")
     with pytest.raises(ConfigError, match=r"--story 9\.9"):
-        await run_epic(_config(tmp_path / "p", stories=("9.9",)), runner=DiskAgent().runner())
+        await run_epic(run_config(tmp_path / "p", stories=("9.9",)), runner=DiskAgent().runner())
     assert not (tmp_path / ".bmad-trio").exists()
     assert not (tmp_path / "p" / ".bmad-trio").exists()
 
@@ -238,9 +232,9 @@ async def test_bad_input_writes_nothing(tmp_path: Path) -> None:
 async def test_a_second_run_on_the_same_project_is_refused(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     agent = DiskAgent(delay_s=0.05)
-    async with open_run(_config(project), runner=agent.runner()) as run:
+    async with open_run(run_config(project), runner=agent.runner()) as run:
         with pytest.raises(StateError, match="another bmad-trio run"):
-            await run_epic(_config(project), runner=DiskAgent().runner())
+            await run_epic(run_config(project), runner=DiskAgent().runner())
         run.events.close()
         report = await run.wait()
     assert report.status == "done"
@@ -254,14 +248,14 @@ async def test_an_epic_is_chosen_by_number_from_a_file_with_several(tmp_path: Pa
         text + "\n## Epic 2: Second\n\n### Story 2.1: Other\nAs a user, I want x, so that y.\n"
     )
     agent = DiskAgent()
-    report = await run_epic(_config(project, epic=prd, epic_number=2), runner=agent.runner())
+    report = await run_epic(run_config(project, epic=prd, epic_number=2), runner=agent.runner())
     assert [s.story_id for s in report.stories] == ["2.1"]
     assert report.status == "done"
 
 
 async def test_an_epic_number_is_looked_up_in_the_layout(tmp_path: Path) -> None:
     project = make_project(tmp_path)
-    report = await run_epic(_config(project, epic=Path("1")), runner=DiskAgent().runner())
+    report = await run_epic(run_config(project, epic=Path("1")), runner=DiskAgent().runner())
     assert [s.story_id for s in report.stories] == ["1.1", "1.2", "1.3"]
 
 
@@ -269,7 +263,7 @@ async def test_gates_after_each_story(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     gates = (GateCommand("ok", (sys.executable, "-c", "pass"), 60),)
     report = await run_epic(
-        _config(project, skip_gates=False, gates=gates, gates_after_each_story=True),
+        run_config(project, skip_gates=False, gates=gates, gates_after_each_story=True),
         runner=DiskAgent().runner(),
     )
     assert report.status == "done"
@@ -280,14 +274,16 @@ async def test_gates_after_each_story(tmp_path: Path) -> None:
 async def test_resume_takes_the_settings_given_again_and_the_stored_epic(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     agent = DiskAgent(lazy_dev={"1.1"})
-    first = await run_epic(_config(project, max_cycles=1, stories=("1.1",)), runner=agent.runner())
+    first = await run_epic(
+        run_config(project, max_cycles=1, stories=("1.1",)), runner=agent.runner()
+    )
     assert first.stories[0].status == "failed"
     # the user fixes the story by hand (back to in progress) and resumes with more cycles
     story = project / "docs" / "stories" / "1.1.story.md"
     story.write_text(story.read_text().replace("\nFailed\n", "\nInProgress\n"))
     agent.lazy_dev.clear()
     resumed = await run_epic(
-        _config(project, epic=None, max_cycles=5), runner=agent.runner(), resume=True
+        run_config(project, epic=None, max_cycles=5), runner=agent.runner(), resume=True
     )
     assert resumed.run_id == first.run_id
     assert [s.story_id for s in resumed.stories] == ["1.1"]  # the stored selection
@@ -315,9 +311,33 @@ async def test_jobs_run_independent_stories_at_once_and_respect_dependencies(
         finally:
             running.discard(story)
 
-    report = await run_epic(_config(project, jobs=2), runner=MockAgentRunner(tracking))
+    report = await run_epic(run_config(project, jobs=2), runner=MockAgentRunner(tracking))
     assert report.status == "done"
     assert any(len(group) == 2 for group in overlaps)  # two stories really ran at once
     assert all(len(group) <= 2 for group in overlaps)  # never more than --jobs
     assert order.index("1.3") > order.index("1.1")  # 1.3 depends on 1.1
     assert not any({"1.1", "1.3"} <= group for group in overlaps)
+
+
+def test_story_finished_carries_every_field_of_the_story_report() -> None:
+    """StoryReport and the StoryFinished event are built from one list of shared fields: the event
+    has every field of the report but the title (and its own timestamp)."""
+    import attrs
+
+    from bmad_trio._workflow._run_services import story_finished
+
+    report = StoryReport(
+        story_id="1.2",
+        title="Two",
+        status="failed",
+        cycles=3,
+        cost_usd=0.25,
+        duration_s=12.5,
+        failure_reason="QA gate FAIL",
+    )
+    event = story_finished(report)
+    assert set(attrs.fields_dict(StoryFinished)) - {"ts"} == set(attrs.fields_dict(StoryReport)) - {
+        "title"
+    }
+    for name in set(attrs.fields_dict(StoryReport)) - {"title"}:
+        assert getattr(event, name) == getattr(report, name), name

@@ -263,6 +263,9 @@ async def _unwind(stream: AsyncGenerator[Message, None]) -> None:
     """
     from claude_agent_sdk import ClaudeSDKError
 
+    # A scope cancelled before its first checkpoint: every await inside raises at once, so this
+    # cannot wait for anything. Not a shield: a cancel of the caller's scope is not hidden by it
+    # (run_session checks for one once teardown is done, with checkpoint_if_cancelled).
     with anyio.CancelScope() as scope:
         scope.cancel(reason="the session is over: the SDK generator unwinds in its own task")
         with contextlib.suppress(StopAsyncIteration, ClaudeSDKError):
@@ -444,7 +447,12 @@ class ClaudeAgentRunner:
         options = self._options(spec, session_env, state)
         now = anyio.current_time()
         deadline = now + spec.timeout_s
+        # Why a scope of our own for reading: its cancel means "stop reading, decide the outcome"
+        # (ResultMessage, deadline, aclose) and is absorbed at its ``with``, so the session still
+        # returns a result; the caller's cancel is not absorbed and propagates (see below).
         state.reading = anyio.CancelScope(deadline=min(deadline, now + spec.idle_timeout_s))
+        # Why an Event: aclose() waits for this session's teardown (kill, processes gone) before
+        # dropping the lifeline, and only this task knows when that is done.
         state.done = anyio.Event()
         self._sessions.add(state)
         try:
@@ -458,6 +466,9 @@ class ClaudeAgentRunner:
                 else:
                     state.timed_out = f"no message from the agent for {spec.idle_timeout_s:g} s"
         finally:
+            # Teardown, on every path (result, deadline, error, the caller's cancel). Closing
+            # ``messages`` first ends the caller's relay, which may be blocked on us. ``stopping``
+            # tells the SDK-facing callbacks that a dying CLI is expected, not a crash.
             self._sessions.discard(state)
             if messages is not None:
                 messages.close()
@@ -468,7 +479,7 @@ class ClaudeAgentRunner:
             # bounded, though the layer's kill already gives up after a few seconds.
             with anyio.move_on_after(2 * _KILL_WAIT_S, shield=True):
                 await processes.kill_session(tag, _KILL_WAIT_S)
-            state.done.set()
+            state.done.set()  # set even if the kill gave up: aclose() must never wait forever
         # A caller's cancel that arrived while a scope of ours was absorbing its own (the reading
         # scope, _unwind's) is still pending: surface it rather than return a result.
         await anyio.lowlevel.checkpoint_if_cancelled()

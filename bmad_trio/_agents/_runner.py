@@ -288,3 +288,11 @@ class AgentRunner(Protocol):
         re-raises the cancellation.
         """
         ...
+
+    async def aclose(self) -> None:
+        """Stop the sessions still running and release what the runner holds; safe to call twice.
+
+        A run closes the runner it made itself (never one passed in) when it ends, also when it is
+        cancelled, so this must return promptly on a cancelled path (bound any wait in time).
+        """
+        ...

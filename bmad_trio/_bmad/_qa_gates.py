@@ -34,18 +34,18 @@ from ._textio import ensure_inside, read_text_doc, split_lines
 from ._yamlio import load_yaml_text
 
 __all__ = [
-    "GateDecision",
-    "GateIssue",
-    "GateReport",
     "QaGate",
+    "QaGateDecision",
+    "QaGateIssue",
+    "QaGateReport",
     "ReviewVerdict",
-    "find_gate_file",
-    "find_gate_files",
-    "gate_decision_of",
-    "read_gate",
+    "find_qa_gate_file",
+    "find_qa_gate_files",
+    "qa_gate_decision_of",
+    "read_qa_gate",
     "review_already_passed",
-    "story_gate",
     "story_last_change",
+    "story_qa_gate",
 ]
 
 _STORY_FIELD = re.compile(r"""^story:[ \t]*["']?([^"'\s#]+)""", re.MULTILINE)
@@ -61,7 +61,7 @@ _DATE = re.compile(
 _CHANGE_SECTIONS = re.compile(r"^(Change\s*Log|Dev\s+Agent\s+Record)\b", re.IGNORECASE)
 
 
-class GateDecision(enum.StrEnum):
+class QaGateDecision(enum.StrEnum):
     """The gate values QA writes."""
 
     PASS = "PASS"
@@ -70,8 +70,8 @@ class GateDecision(enum.StrEnum):
     WAIVED = "WAIVED"
 
 
-_D = GateDecision
-_DECISIONS: dict[str, GateDecision] = {
+_D = QaGateDecision
+_DECISIONS: dict[str, QaGateDecision] = {
     # key: upper case, non-letters removed
     "PASS": _D.PASS,
     "PASSED": _D.PASS,
@@ -106,7 +106,7 @@ _UNDECIDED = (
 )
 
 
-def gate_decision_of(raw: str) -> GateDecision | None:
+def qa_gate_decision_of(raw: str) -> QaGateDecision | None:
     """Map a gate value as written (``PASS``, ``"pass"``, ``PASS with CONCERNS`` …); None if unknown.
 
     The whole value is tried first, then its leading word (``PASS ✅``, ``FAIL - see below``).
@@ -126,7 +126,7 @@ def gate_decision_of(raw: str) -> GateDecision | None:
 
 
 @attrs.frozen
-class GateIssue:
+class QaGateIssue:
     """One ``top_issues`` entry."""
 
     id: str
@@ -142,9 +142,9 @@ class QaGate:
     path: Path
     story_id: str | None
     """The ``story`` field as written (read from the text: YAML would turn ``1.10`` into 1.1)."""
-    gate: GateDecision
+    gate: QaGateDecision
     status_reason: str
-    top_issues: tuple[GateIssue, ...]
+    top_issues: tuple[QaGateIssue, ...]
     reviewer: str | None = None
     updated: str | None = None
     """The ``updated`` field as written."""
@@ -185,24 +185,24 @@ def _text(data: dict[str, Any], key: str, warnings: list[str]) -> str:
     return ""
 
 
-def _issues(data: dict[str, Any], warnings: list[str]) -> tuple[GateIssue, ...]:
+def _issues(data: dict[str, Any], warnings: list[str]) -> tuple[QaGateIssue, ...]:
     raw = data.get("top_issues")
     if raw is None:
         return ()
     if not isinstance(raw, list):
         warnings.append("gate key 'top_issues' is not a list; ignored")
         return ()
-    issues: list[GateIssue] = []
+    issues: list[QaGateIssue] = []
     for index, item in enumerate(cast(list[object], raw)):
         if isinstance(item, str):
-            issues.append(GateIssue("", "", item, ""))
+            issues.append(QaGateIssue("", "", item, ""))
             continue
         if not isinstance(item, dict):
             warnings.append(f"gate top_issues[{index}] is not a mapping; ignored")
             continue
         entry = {str(k): v for k, v in cast(dict[object, Any], item).items()}
         issues.append(
-            GateIssue(
+            QaGateIssue(
                 id=_text(entry, "id", warnings),
                 severity=_text(entry, "severity", warnings).lower(),
                 finding=_text(entry, "finding", warnings),
@@ -229,7 +229,7 @@ def _field_line(text: str, key: str) -> int | None:
     return next((n for n, ln in enumerate(text.split("\n"), 1) if pattern.match(ln)), None)
 
 
-def read_gate(path: Path) -> QaGate:
+def read_qa_gate(path: Path) -> QaGate:
     """Parse a gate file, tolerantly (see the module doc). ProjectError when no decision can be
     read: no ``gate:``/``decision:`` line, an undecided value (``PENDING``) or an unknown one,
     naming the file and line."""
@@ -264,7 +264,7 @@ def read_gate(path: Path) -> QaGate:
             "gate file has no 'gate: PASS|CONCERNS|FAIL|WAIVED'", path=str(path), line=line
         )
     raw = str(raw_value).strip()
-    decision = gate_decision_of(raw)
+    decision = qa_gate_decision_of(raw)
     if decision is None:
         squeezed = re.sub(r"[^A-Za-z]+", "", raw).upper()
         if squeezed.startswith(_UNDECIDED):
@@ -316,7 +316,7 @@ def _updated_of(path: Path) -> datetime.datetime | None:
 _OLDEST = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 
-def find_gate_files(layout: Layout, story_id: str, title: str | None = None) -> list[Path]:
+def find_qa_gate_files(layout: Layout, story_id: str, title: str | None = None) -> list[Path]:
     """Every gate file of ``story_id``, newest first (see the module doc for the order)."""
     epic, number = split_story_id(story_id)
     gates = layout.gates_dir
@@ -345,18 +345,18 @@ def find_gate_files(layout: Layout, story_id: str, title: str | None = None) -> 
     ]
 
 
-def find_gate_file(layout: Layout, story_id: str, title: str | None = None) -> Path | None:
+def find_qa_gate_file(layout: Layout, story_id: str, title: str | None = None) -> Path | None:
     """The newest gate file of ``story_id`` (by ``updated:``, then file time), or None."""
-    files = find_gate_files(layout, story_id, title)
+    files = find_qa_gate_files(layout, story_id, title)
     return files[0] if files else None
 
 
 @attrs.frozen(kw_only=True)
-class GateReport:
+class QaGateReport:
     """A story's gate for ``plan``: the newest file and its decision, or why there is none."""
 
     path: Path
-    decision: GateDecision | None
+    decision: QaGateDecision | None
     raw: str | None
     updated_at: datetime.datetime | None
     warnings: tuple[str, ...]
@@ -383,17 +383,17 @@ class GateReport:
         }
 
 
-def story_gate(layout: Layout, story_id: str, title: str | None = None) -> GateReport | None:
+def story_qa_gate(layout: Layout, story_id: str, title: str | None = None) -> QaGateReport | None:
     """The story's newest gate and its decision (None when it has no gate file); never raises for
-    a bad gate file: the problem is reported in :attr:`GateReport.problem`."""
-    files = find_gate_files(layout, story_id, title)
+    a bad gate file: the problem is reported in :attr:`QaGateReport.problem`."""
+    files = find_qa_gate_files(layout, story_id, title)
     if not files:
         return None
     newest, older = files[0], tuple(files[1:])
     try:
-        gate = read_gate(newest)
+        gate = read_qa_gate(newest)
     except ProjectError as exc:
-        return GateReport(
+        return QaGateReport(
             path=newest,
             decision=None,
             raw=None,
@@ -402,7 +402,7 @@ def story_gate(layout: Layout, story_id: str, title: str | None = None) -> GateR
             problem=str(exc),
             older=older,
         )
-    return GateReport(
+    return QaGateReport(
         path=newest,
         decision=gate.gate,
         raw=gate.raw_gate,
@@ -476,8 +476,8 @@ def review_already_passed(
                 True, f"the status says QA passed ({(reading.value or '').strip()})"
             )
         return ReviewVerdict(False, "no gate file")
-    passing = gate.gate in (GateDecision.PASS, GateDecision.WAIVED) or (
-        gate.gate is GateDecision.CONCERNS and not strict_concerns
+    passing = gate.gate in (QaGateDecision.PASS, QaGateDecision.WAIVED) or (
+        gate.gate is QaGateDecision.CONCERNS and not strict_concerns
     )
     if not passing:
         return ReviewVerdict(False, f"the gate says {gate.gate.value}")

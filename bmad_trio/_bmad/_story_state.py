@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from ._layout import Layout
-from ._qa_gates import GateReport, ReviewVerdict, review_already_passed, story_gate
+from ._qa_gates import QaGateReport, ReviewVerdict, review_already_passed, story_qa_gate
 from ._sprint_status import EffectiveStatus, SprintEntry, effective_status, sprint_key_for
 from ._status import StoryStatus
 from ._status_line import StatusReading, read_story_status
@@ -31,7 +31,7 @@ class StoryState:
     """The file's own status (None when there is no file)."""
     sprint: SprintEntry | None
     effective: EffectiveStatus
-    gate: GateReport | None
+    gate: QaGateReport | None
     review: ReviewVerdict | None
     """For a story at review: whether its review already passed (no QA re-run)."""
 
@@ -98,7 +98,7 @@ def read_story_state(
     reading = read_story_status(path) if path is not None else None
     key = sprint_key_for(sprint_entries, story_id, title) if sprint_entries else None
     sprint = sprint_entries.get(key) if sprint_entries is not None and key is not None else None
-    gate = story_gate(layout, story_id, title)
+    gate = story_qa_gate(layout, story_id, title)
     review: ReviewVerdict | None = None
     if reading is not None and reading.status is StoryStatus.REVIEW:
         if gate is not None and gate.gate is None:

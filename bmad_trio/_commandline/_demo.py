@@ -1,6 +1,6 @@
 """The offline demo's sample project: a small real Python package with a three-story BMAD epic.
 
-:func:`scaffold_demo` writes it (synchronous file code; the CLI calls it via ``anyio.to_thread``);
+:func:`scaffold_demo` writes it (synchronous file code; the command line calls it via ``anyio.to_thread``);
 the returned :class:`DemoProject` says what to run next (:meth:`DemoProject.instructions`) and, after
 a run, where its results are (:func:`where_to_look`).
 

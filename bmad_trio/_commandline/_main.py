@@ -16,6 +16,7 @@ from contextlib import AbstractAsyncContextManager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PREFLIGHT, EXIT_USAGE
 from .._version import __version__
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["build_parser", "main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PREFLIGHT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 _DESCRIPTION = """\
 Drive a BMAD epic through Claude Code: SM drafts each story, Dev implements it, QA reviews it,
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     import logging
 
-    from .._errors import BmadError, collapse
+    from .._errors import collapse, exit_code_for
 
     if not debug:  # the SDK logs warnings about tasks we cancel on purpose; they belong in run.log
         logging.getLogger("claude_agent_sdk").addHandler(logging.NullHandler())
@@ -178,13 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except BaseException as exc:
         error = collapse(exc)  # a group of BmadErrors: the most severe one
+        code = exit_code_for(error)  # the error tree's one table of exit codes
         if isinstance(error, KeyboardInterrupt):
             print("bmad-trio: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        if not isinstance(error, BmadError) or debug:
+            return EXIT_INTERRUPTED if code is None else code
+        if code is None or debug:  # not one of ours: a bug, shown with its traceback
             raise
         print(f"bmad-trio: error: {error}", file=sys.stderr)
-        return error.exit_code
+        return code
 
 
 # -- shared helpers ------------------------------------------------------------------------------
@@ -351,7 +352,7 @@ def _run_with_progress(
                 reports.append(
                     await _drive(config, runner, resume, mode, run_scope, resume_overrides)
                 )
-            tg.cancel_scope.cancel()  # stop watching signals
+            tg.cancel_scope.cancel(reason="the run has ended: stop watching signals")
         if after is not None:
             after(reports[0], mode)
         return reports[0].exit_code
@@ -392,7 +393,7 @@ async def _watch_signals(run_scope: anyio.CancelScope) -> None:
                     "bmad-trio: interrupting (state is saved; Ctrl-C again to quit now)",
                     file=sys.stderr,
                 )
-                run_scope.cancel()
+                run_scope.cancel(reason="SIGINT or SIGTERM: interrupting the run")
             else:
                 os._exit(EXIT_INTERRUPTED)
 
@@ -687,12 +688,12 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     import anyio
 
     from .._config import load_config
-    from .._workflow._quality_gate_detection import effective_gates
+    from .._workflow._quality_gate_detection import effective_quality_gates
     from ._doctor import checks_table, preflight_failed, run_checks
 
     project = _project(args)
     config = load_config(project)
-    gates = effective_gates(config)
+    gates = effective_quality_gates(config)
 
     async def check() -> list[Any]:
         return await run_checks(

@@ -26,7 +26,7 @@ from .._config import RunConfig
 from .._errors import ProjectError
 from .._git import story_branch_name
 from .._workflow._prompts import rel
-from .._workflow._quality_gate_detection import gate_rows
+from .._workflow._quality_gate_detection import quality_gate_rows
 from .._workflow._run import prepare_run
 from .._workflow._story_order import run_order
 
@@ -200,5 +200,5 @@ def make_plan(config: RunConfig) -> dict[str, Any]:
         "stories": stories,
         "runs_next": first_runnable,
         "notes": notes,
-        "gates": [] if config.skip_gates else gate_rows(config),
+        "gates": [] if config.skip_gates else quality_gate_rows(config),
     }

@@ -5,7 +5,7 @@
 * :class:`JsonlProgress` — one JSON object per event, the ``events.jsonl`` format.
 
 Nothing here prints unless handed a console or a ``write`` callable, and nothing starts a ``Live`` on
-its own: the CLI owns the console and calls ``run(receive_stream)``. Times shown are measured with the
+its own: the command line owns the console and calls ``run(receive_stream)``. Times shown are measured with the
 injected ``get_time`` clock (monotonic by default), never with the events' wall-clock ``ts`` — except a
 pause's ``until_ts``, which is turned into a countdown relative to the pause event.
 """
@@ -532,8 +532,8 @@ class RichProgress:
 
     def _frame(self) -> RenderableType:
         height = self.console.size.height
-        gate_rows = len(self.model.gates) + 1 if self.model.gates else 0
-        max_rows = max(3, height - 3 - gate_rows)  # header, column heading, a spare line
+        quality_gate_rows = len(self.model.gates) + 1 if self.model.gates else 0
+        max_rows = max(3, height - 3 - quality_gate_rows)  # header, column heading, a spare line
         return render(
             self.model, self._get_time(), max_rows=max_rows, width=self.console.size.width
         )
@@ -577,7 +577,7 @@ class RichProgress:
                         self.model.apply(event, self._get_time())
                         self._dirty = True
                         self._draw_if_due(live)
-                    tick_group.cancel_scope.cancel()
+                    tick_group.cancel_scope.cancel(reason="the event stream ended: stop the clock")
                 if not self._transient:
                     self._draw(live)
             self.console.print(summary_table(self.model, self._get_time()))

@@ -34,7 +34,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Literal, TypeVar, cast, get_args
+from typing import Any, Final, Generic, Literal, TypeVar, cast, get_args
 
 import anyio
 import anyio.to_thread
@@ -234,87 +234,40 @@ class SessionRow:
     transcript: str | None
 
 
-_RUN_COLUMNS: Final = (
-    "run_id, epic, project, status, config_json, started_at, finished_at, cost_usd, failure_reason"
-)
-_STORY_COLUMNS: Final = (
-    "run_id, story_id, title, position, status, phase, cycles, cost_usd, duration_s,"
-    " failure_reason, story_file"
-)
-_PHASE_COLUMNS: Final = (
-    "id, run_id, story_id, phase, role, cycle, started_at, finished_at, ok, detail"
-)
-_SESSION_COLUMNS: Final = (
-    "id, run_id, story_id, phase_id, role, cycle, label, outcome, cost_usd, input_tokens,"
-    " output_tokens, turns, duration_s, error, started_at, finished_at, transcript"
-)
+R = TypeVar("R", bound=attrs.AttrsInstance)
 
 
-def _run_row(row: Sequence[Any]) -> RunRow:
-    return RunRow(
-        run_id=row[0],
-        epic=row[1],
-        project=row[2],
-        status=row[3],
-        config_json=row[4],
-        started_at=row[5],
-        finished_at=row[6],
-        cost_usd=row[7],
-        failure_reason=row[8],
-    )
+class _RowMapper(Generic[R]):
+    """One table's SELECT column list and its row → object function, both from the row class's
+    attrs fields (a field's name is its column's name), so the two cannot drift apart.
+    ``convert`` adapts a column whose SQLite value differs from the field's type."""
+
+    def __init__(self, cls: type[R], **convert: Callable[[Any], Any]) -> None:
+        self._cls = cls
+        self._names: tuple[str, ...] = tuple(field.name for field in attrs.fields(cls))
+        self._convert = convert
+        self.columns: str = ", ".join(self._names)
+        """The SELECT column list, in the order :meth:`__call__` reads a row."""
+
+    def __call__(self, row: Sequence[Any]) -> R:
+        values = dict(zip(self._names, row, strict=True))
+        for name, convert in self._convert.items():
+            values[name] = convert(values[name])
+        return self._cls(**values)
 
 
-def _story_row(row: Sequence[Any]) -> StoryRow:
-    return StoryRow(
-        run_id=row[0],
-        story_id=row[1],
-        title=row[2],
-        position=row[3],
-        status=row[4],
-        phase=row[5],
-        cycles=row[6],
-        cost_usd=row[7],
-        duration_s=row[8],
-        failure_reason=row[9],
-        story_file=row[10],
-    )
+def _optional_bool(value: object) -> bool | None:
+    return None if value is None else bool(value)
 
 
-def _phase_row(row: Sequence[Any]) -> PhaseRow:
-    return PhaseRow(
-        id=row[0],
-        run_id=row[1],
-        story_id=row[2],
-        phase=row[3],
-        role=row[4],
-        cycle=row[5],
-        started_at=row[6],
-        finished_at=row[7],
-        ok=None if row[8] is None else bool(row[8]),
-        detail=row[9],
-    )
-
-
-def _session_row(row: Sequence[Any]) -> SessionRow:
-    return SessionRow(
-        id=row[0],
-        run_id=row[1],
-        story_id=row[2],
-        phase_id=row[3],
-        role=row[4],
-        cycle=row[5],
-        label=row[6],
-        outcome=row[7],
-        cost_usd=row[8],
-        input_tokens=row[9],
-        output_tokens=row[10],
-        turns=row[11],
-        duration_s=row[12],
-        error=row[13],
-        started_at=row[14],
-        finished_at=row[15],
-        transcript=row[16],
-    )
+_run_row: Final = _RowMapper(RunRow)
+_story_row: Final = _RowMapper(StoryRow)
+_phase_row: Final = _RowMapper(PhaseRow, ok=_optional_bool)  # SQLite stores the bool as 0/1
+_session_row: Final = _RowMapper(SessionRow)
+_RUN_COLUMNS: Final = _run_row.columns
+_STORY_COLUMNS: Final = _story_row.columns
+_PHASE_COLUMNS: Final = _phase_row.columns
+_SESSION_COLUMNS: Final = _session_row.columns
 
 
 class Store:
@@ -351,6 +304,8 @@ class Store:
         """
         project = Path(project)
         db_path = Path(path) if path is not None else state_db_path(project)
+        # Cannot hang: connecting and migrating are a few SQLite statements in a worker thread,
+        # each bounded by the database's busy timeout (BUSY_TIMEOUT_S).
         with anyio.CancelScope(shield=True):
             conn = await anyio.to_thread.run_sync(_connect_and_migrate, db_path)
             return cls(db_path, conn, redactor if redactor is not None else Redactor(), project)
@@ -361,6 +316,8 @@ class Store:
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        # Cannot hang: it waits only for the statement in flight (bounded by the busy timeout),
+        # then closing the connection is local work.
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
 
@@ -387,6 +344,8 @@ class Store:
 
     async def _write(self, change: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._connection()
+        # Cannot hang: one transaction in a worker thread, behind at most the one statement in
+        # flight; SQLite gives up on a lock after the busy timeout (BUSY_TIMEOUT_S) and we raise.
         with anyio.CancelScope(shield=True):
             return await anyio.to_thread.run_sync(
                 self._in_thread, _transaction(change), conn, limiter=self._limiter
@@ -603,27 +562,25 @@ class Store:
                 conn.execute(
                     "UPDATE runs SET cost_usd = cost_usd + ? WHERE run_id = ?", (add_cost, run_id)
                 )
-            row = conn.execute(
-                f"SELECT {_STORY_COLUMNS} FROM stories WHERE run_id = ? AND story_id = ?",
-                (run_id, story_id),
-            ).fetchone()
-            if row is None:
-                raise StateError(f"no story {story_id!r} in run {run_id!r} in {self.path}")
-            return _story_row(row)
+            return self._story_in(conn, run_id, story_id)
 
         return await self._write(change)
+
+    def _story_in(self, conn: sqlite3.Connection, run_id: str, story_id: str) -> StoryRow:
+        """One story, read on ``conn`` (in a worker thread), or :class:`StateError` if unknown."""
+        row = conn.execute(
+            f"SELECT {_STORY_COLUMNS} FROM stories WHERE run_id = ? AND story_id = ?",
+            (run_id, story_id),
+        ).fetchone()
+        if row is None:
+            raise StateError(f"no story {story_id!r} in run {run_id!r} in {self.path}")
+        return _story_row(row)
 
     async def get_story(self, run_id: str, story_id: str) -> StoryRow:
         """One story, or :class:`StateError` if unknown."""
 
         def query(conn: sqlite3.Connection) -> StoryRow:
-            row = conn.execute(
-                f"SELECT {_STORY_COLUMNS} FROM stories WHERE run_id = ? AND story_id = ?",
-                (run_id, story_id),
-            ).fetchone()
-            if row is None:
-                raise StateError(f"no story {story_id!r} in run {run_id!r} in {self.path}")
-            return _story_row(row)
+            return self._story_in(conn, run_id, story_id)
 
         return await self._read(query)
 

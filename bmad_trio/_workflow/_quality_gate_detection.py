@@ -23,7 +23,12 @@ import attrs
 from .._config import GateCommand, RunConfig
 from .._errors import ProjectError
 
-__all__ = ["detect_gates", "effective_gates", "gate_rows", "package_manager"]
+__all__ = [
+    "detect_quality_gates",
+    "effective_quality_gates",
+    "package_manager",
+    "quality_gate_rows",
+]
 
 _LOCKFILES: tuple[tuple[str, str], ...] = (
     ("bun.lockb", "bun"),
@@ -44,17 +49,17 @@ _TSC_RUNNERS: Mapping[str, tuple[str, ...]] = {
 _TYPECHECK_SCRIPTS = ("typecheck", "type-check", "check-types", "types", "tsc")
 
 
-def effective_gates(config: RunConfig) -> tuple[GateCommand, ...]:
+def effective_quality_gates(config: RunConfig) -> tuple[GateCommand, ...]:
     """The gates a run of ``config`` uses: ``config.gates`` when set (even empty), else detected.
 
     Raises ProjectError when a project file detection needs is unreadable.
     """
     if config.gates is not None:
         return config.gates
-    return detect_gates(config.project)
+    return detect_quality_gates(config.project)
 
 
-def gate_rows(config: RunConfig) -> list[dict[str, Any]]:
+def quality_gate_rows(config: RunConfig) -> list[dict[str, Any]]:
     """JSON-able rows for ``plan``/``doctor``: name, command, source and whether it was detected."""
     return [
         {
@@ -63,11 +68,11 @@ def gate_rows(config: RunConfig) -> list[dict[str, Any]]:
             "source": gate.source,
             "detected": gate.detected,
         }
-        for gate in effective_gates(config)
+        for gate in effective_quality_gates(config)
     ]
 
 
-def detect_gates(project: Path) -> tuple[GateCommand, ...]:
+def detect_quality_gates(project: Path) -> tuple[GateCommand, ...]:
     """Gates for the languages found in ``project`` (may be empty): Python, JS/TS, Rust, Go."""
     gates = [*_python_gates(project), *_node_gates(project), *_cargo_gates(project)]
     gates += _go_gates(project)
@@ -254,8 +259,10 @@ def _go_gates(project: Path) -> Iterator[GateCommand]:
         yield _detected("go-test", ("go", "test", "./..."), "go.mod")
 
 
-def with_effective_gates(config: RunConfig) -> RunConfig:
+def with_effective_quality_gates(config: RunConfig) -> RunConfig:
     """``config`` with ``gates`` filled in (detected when unset); what a run stores and uses."""
     return (
-        config if config.gates is not None else attrs.evolve(config, gates=effective_gates(config))
+        config
+        if config.gates is not None
+        else attrs.evolve(config, gates=effective_quality_gates(config))
     )

@@ -9,7 +9,7 @@ from .._config import GateCommand
 from .._errors import GateError
 from .._events import GateFinished, GateStarted
 from ._prompts import fixer_plan
-from ._quality_gates import GateResult, format_gate_failure, run_gate
+from ._quality_gates import QualityGateResult, format_quality_gate_failure, run_quality_gate
 from ._run_services import GateReport, PhaseVerdict, RunServices
 
 __all__ = ["run_quality_gates"]
@@ -42,7 +42,7 @@ async def _run_gates(services: RunServices, gates: tuple[GateCommand, ...]) -> l
                 services.run_id, None, f"gate:{gate.name}", "code", attempt
             )
             try:
-                result = await run_gate(
+                result = await run_quality_gate(
                     gate, services.layout.project, redactor=services.files.redactor
                 )
             except GateError as exc:
@@ -84,7 +84,7 @@ async def _run_gates(services: RunServices, gates: tuple[GateCommand, ...]) -> l
                     )
                 )
                 break
-            plan = fixer_plan(services.layout, gate.name, format_gate_failure(result))
+            plan = fixer_plan(services.layout, gate.name, format_quality_gate_failure(result))
             fix_id = await services.store.start_phase(
                 services.run_id, None, f"gate-fix:{gate.name}", Role.FIXER.value, attempt
             )
@@ -98,5 +98,5 @@ async def _run_gates(services: RunServices, gates: tuple[GateCommand, ...]) -> l
     return reports
 
 
-def _gate_detail(result: GateResult) -> str:
+def _gate_detail(result: QualityGateResult) -> str:
     return "timed out" if result.timed_out else f"exit code {result.exit_code}"

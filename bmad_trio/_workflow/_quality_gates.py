@@ -1,12 +1,12 @@
 """Quality gates: run a configured command (ruff, basedpyright, pytest...) in the project.
 
-:func:`run_gate` starts the gate in a session (and process group) of its own, with stdin from
-``/dev/null`` and stdout and stderr merged into one captured pipe, and returns a :class:`GateResult`.
+:func:`run_quality_gate` starts the gate in a session (and process group) of its own, with stdin from
+``/dev/null`` and stdout and stderr merged into one captured pipe, and returns a :class:`QualityGateResult`.
 A gate that runs and exits non-zero is a failed gate, not an error; only a gate that cannot start
 at all (its program is not installed) raises :class:`GateError`.
 
 Process hygiene: whatever way the gate ends (normal exit, timeout, the caller's cancellation, an
-error) its whole process group is stopped before :func:`run_gate` returns or raises: ``SIGTERM``, a
+error) its whole process group is stopped before :func:`run_quality_gate` returns or raises: ``SIGTERM``, a
 grace period of :data:`TERM_GRACE_S`, then ``SIGKILL``. That includes grandchildren (pytest workers,
 servers a test forgot to stop), unless they moved to a session of their own. No global state.
 """
@@ -34,11 +34,11 @@ from .._state._redact import Redactor
 __all__ = [
     "DEFAULT_MAX_OUTPUT_BYTES",
     "FAILURE_TEXT_MAX_BYTES",
-    "GateResult",
-    "format_gate_failure",
-    "gate_environment",
-    "resolve_gate_program",
-    "run_gate",
+    "QualityGateResult",
+    "format_quality_gate_failure",
+    "quality_gate_environment",
+    "resolve_quality_gate_program",
+    "run_quality_gate",
 ]
 
 DEFAULT_MAX_OUTPUT_BYTES: Final = 64_000
@@ -48,7 +48,7 @@ DRAIN_S: Final = 1.0
 """After the group is stopped, how long to wait for the output pipe's end (a process that moved to a
 session of its own may still hold it open; we stop reading then)."""
 FAILURE_TEXT_MAX_BYTES: Final = 8_000
-"""Upper bound of :func:`format_gate_failure`'s text, in UTF-8 bytes."""
+"""Upper bound of :func:`format_quality_gate_failure`'s text, in UTF-8 bytes."""
 KILL_WAIT_S: Final = 0.5
 """After ``SIGKILL``, how long to wait for the group to be gone (a process in uninterruptible sleep
 dies only when it wakes; we do not wait for it longer than this)."""
@@ -56,7 +56,7 @@ _POLL_S: Final = 0.02
 
 
 @attrs.frozen
-class GateResult:
+class QualityGateResult:
     """What one gate run produced. ``exit_code`` is ``None`` when it timed out or was skipped."""
 
     name: str
@@ -71,7 +71,7 @@ class GateResult:
     skip_reason: str | None = None
 
     @classmethod
-    def skip(cls, gate: GateCommand, reason: str) -> GateResult:
+    def skip(cls, gate: GateCommand, reason: str) -> QualityGateResult:
         """A result for a gate that was not run (``--skip-gates``...): not passed, not failed."""
         return cls(
             name=gate.name,
@@ -85,7 +85,7 @@ class GateResult:
         )
 
 
-def gate_environment(project: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
+def quality_gate_environment(project: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
     """``env`` (default ``os.environ``) with ``<project>/.venv/bin`` first on ``PATH`` if it exists."""
     result = dict(os.environ if env is None else env)
     venv_bin = Path(project).absolute() / ".venv" / "bin"
@@ -97,7 +97,7 @@ def gate_environment(project: Path, env: Mapping[str, str] | None = None) -> dic
     return result
 
 
-def resolve_gate_program(gate: GateCommand, project: Path, env: Mapping[str, str]) -> str:
+def resolve_quality_gate_program(gate: GateCommand, project: Path, env: Mapping[str, str]) -> str:
     """The absolute path of the gate's program, as the gate would run it. Raises GateError.
 
     A bare name is looked up on ``env``'s ``PATH``; a name with a slash is relative to the project.
@@ -232,18 +232,18 @@ def _prepare(
     gate: GateCommand, project: Path, env: Mapping[str, str] | None
 ) -> tuple[Path, dict[str, str], str]:
     project = Path(project).absolute()
-    environment = gate_environment(project, env)
-    return project, environment, resolve_gate_program(gate, project, environment)
+    environment = quality_gate_environment(project, env)
+    return project, environment, resolve_quality_gate_program(gate, project, environment)
 
 
-async def run_gate(
+async def run_quality_gate(
     gate: GateCommand,
     project: Path,
     *,
     env: Mapping[str, str] | None = None,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     redactor: Redactor | None = None,
-) -> GateResult:
+) -> QualityGateResult:
     """Run ``gate.argv`` in ``project`` and report how it went. Raises GateError if it cannot start.
 
     ``env`` defaults to ``os.environ``; ``<project>/.venv/bin`` is put first on ``PATH`` when it
@@ -284,21 +284,24 @@ async def run_gate(
                 with anyio.move_on_after(gate.timeout_s):
                     exit_code = await process.wait()
                 # Leftovers (or, on timeout, everything) go; the reader keeps reading meanwhile.
+                # Cannot hang: _stop_group waits TERM_GRACE_S, then SIGKILLs and waits KILL_WAIT_S;
+                # a SIGKILLed leader is always reaped.
                 with anyio.CancelScope(shield=True):
                     await _stop_group(process)
                     stopped = True
                 with anyio.move_on_after(DRAIN_S):
                     await eof.wait()
-                task_group.cancel_scope.cancel()
+                task_group.cancel_scope.cancel(reason="the quality gate's process has ended")
         finally:
             if not stopped:
+                # Cannot hang: bounded as above (TERM_GRACE_S, then SIGKILL and KILL_WAIT_S).
                 with anyio.CancelScope(shield=True):
                     await _stop_group(process)
     duration = time.monotonic() - started
     output = tail.text()
     if redactor is not None:
         output = redactor.redact(output)
-    return GateResult(
+    return QualityGateResult(
         name=gate.name,
         argv=gate.argv,
         passed=exit_code == 0,
@@ -320,7 +323,7 @@ def _utf8_tail(text: str, max_bytes: int) -> tuple[str, int]:
     return data[start:].decode("utf-8", errors="replace"), start
 
 
-def format_gate_failure(result: GateResult) -> str:
+def format_quality_gate_failure(result: QualityGateResult) -> str:
     """A compact text for a fixer agent's prompt: command, how it ended, the output's tail.
 
     At most :data:`FAILURE_TEXT_MAX_BYTES` UTF-8 bytes. Pure computation.

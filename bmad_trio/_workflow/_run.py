@@ -48,17 +48,35 @@ from .._bmad import (
 )
 from .._config import RunConfig, effective_jobs, resumed_config
 from .._converter import make_converter
-from .._errors import BmadError, ConfigError, ProjectError, StateError, collapse
-from .._events import Event, RunFinished, RunStarted, StoryFinished, StoryStarted
+from .._errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    BmadError,
+    ConfigError,
+    ProjectError,
+    StateError,
+    collapse,
+)
+from .._events import Event, RunFinished, RunStarted, StoryStarted
 from .._state._paths import state_db_path
 from .._state._redact import Redactor
 from .._state._run_files import RunFiles, mark_task_as_run
 from .._state._run_lock import RunLock
 from .._state._store import Store
 from ._merge_phase import land_done_story
-from ._quality_gate_detection import with_effective_gates
+from ._quality_gate_detection import with_effective_quality_gates
 from ._quality_gate_phase import run_quality_gates
-from ._run_services import Budget, GateReport, PauseGate, RunAbort, RunServices, StoryReport
+from ._run_services import (
+    Budget,
+    GateReport,
+    PauseGate,
+    RunAbort,
+    RunServices,
+    StoryReport,
+    story_finished,
+    story_report,
+)
 from ._story_cycle import StoryCycle
 from ._story_order import run_order, widest_level
 from ._workspace import CheckoutWorkspace, GitWorkspace, open_workspace
@@ -105,7 +123,9 @@ class RunReport:
     @property
     def exit_code(self) -> int:
         """0 done, 1 a story or gate failed, 130 interrupted (CONTRACT.md)."""
-        return {"done": 0, "failed": 1, "interrupted": 130}[self.status]
+        return {"done": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[
+            self.status
+        ]
 
 
 def config_to_json(config: RunConfig) -> str:
@@ -181,7 +201,7 @@ def prepare_run(config: RunConfig, *, several_epics: bool = False) -> _Prepared:
             raise ConfigError(f"--story {unknown[0]}: no such story in {epic.path.name}")
         stories = tuple(s for s in epic.stories if s.story_id in config.stories)
     # Unset gates are detected now, so the run stores and shows the gates it will run.
-    return _Prepared(with_effective_gates(config), layout, epic, stories, epics)
+    return _Prepared(with_effective_quality_gates(config), layout, epic, stories, epics)
 
 
 class EventStream(anyio.abc.ObjectReceiveStream[Event]):
@@ -325,6 +345,10 @@ class Run:
             return
         # No await between the check above and registering the scope: _detach cannot slip in
         # between, so a sender is either registered before detaching or sees ``_detached``.
+        # Why a scope of its own and not the caller's: detaching must end this one wait only,
+        # never the story task that emits (its work goes on; the event just skips the stream).
+        # A cancel of the scope is absorbed at the ``with``; a cancel from outside (the caller's
+        # scope) passes through as usual.
         with anyio.CancelScope() as scope:
             self._blocked_sends.add(scope)
             try:
@@ -337,11 +361,17 @@ class Run:
     async def _emit(self, event: Event, files: RunFiles) -> None:
         """Write the event (redacted) to events.jsonl, then hand it to ``events``' reader (see the
         comment above for when that waits)."""
+        # The file first, synchronously: whatever then happens to the send (the reader is slow,
+        # the block is left, the caller cancels us while we wait), events.jsonl has the event, in
+        # the order the run produced it.
         await self._publish(self._record(event, files))
 
     def _detach(self) -> None:
         """The ``open_run`` block has ended: stop waiting for an event reader (never close it, a
         late reader may still drain what is buffered). Synchronous: safe from any cleanup."""
+        # Set the flag before cancelling: a sender that checks it after this line offers instead
+        # of waiting, and every sender registered before it is cancelled below. A copy of the set,
+        # since a cancelled sender removes itself (later, when it runs again, but still).
         self._detached = True
         for scope in list(self._blocked_sends):
             scope.cancel(reason="the open_run block was left: the run no longer waits for a reader")
@@ -351,9 +381,11 @@ class Run:
         try:
             await self._run(task_status)
         except BaseException as exc:
-            self._error = exc
+            self._error = exc  # for wait(): a crash is raised to whoever waits for the report
             raise
         finally:
+            # Closing the send side ends the reader's ``async for`` once it has drained the
+            # buffer; the Event wakes every wait(). Both synchronous: nothing here can hang.
             self._send.close()
             self._finished.set()
 
@@ -442,9 +474,7 @@ class Run:
             await self._emit(event, files)
 
         jobs = effective_jobs(config, widest_level(prepared.stories))
-        workspace = await open_workspace(
-            config, layout, epic, run_id=run_id, run_dir=files.root, resumed=resumed
-        )
+        workspace: CheckoutWorkspace | GitWorkspace | None = None
 
         services = RunServices(
             config=config,
@@ -467,6 +497,11 @@ class Run:
         final: Event | None = None
         finish: str | None = None
         try:
+            # Where the agents work: the run's git worktrees (made, or on resume found again and
+            # made consistent after a crash), or the checkout itself.
+            workspace = await open_workspace(
+                config, layout, epic, run_id=run_id, run_dir=files.root, resumed=resumed
+            )
             for position, story in enumerate(prepared.stories):
                 await store.upsert_story(
                     run_id, story.story_id, title=story.title, position=position, status="draft"
@@ -540,6 +575,7 @@ class Run:
             with anyio.CancelScope(shield=True):
                 cost = await store.run_cost(run_id)
                 duration = anyio.current_time() - started
+                branch = None if workspace is None else workspace.branch
                 await store.set_run_status(run_id, status, reason)
                 story_reports = [
                     stories.get(s.story_id) or await _report_from_store(store, run_id, s)
@@ -553,7 +589,7 @@ class Run:
                     cost_usd=cost,
                     duration_s=duration,
                     failure_reason=reason,
-                    branch=workspace.branch,
+                    branch=branch,
                     finish=finish,
                 )
                 self._report = report
@@ -563,7 +599,7 @@ class Run:
                         cost_usd=cost,
                         duration_s=duration,
                         reason=reason,
-                        branch=workspace.branch,
+                        branch=branch,
                         finish=finish,
                     ),
                     files,
@@ -572,9 +608,9 @@ class Run:
                     self._offer(final)  # an exception is on its way out: no waiting for a reader
                 log.info("run %s %s: $%.4f, %.1f s", run_id, status, cost, duration)
                 if owned_runner:
-                    aclose = getattr(runner, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
+                    await runner.aclose()
+                if workspace is not None:
+                    workspace.close()
                 log_handle.detach()
                 files.close()
         # A normal end: RunFinished waits for room like every other event, so a reader that is
@@ -584,16 +620,7 @@ class Run:
 
 
 async def _report_from_store(store: Store, run_id: str, story: EpicStory) -> StoryReport:
-    row = await store.get_story(run_id, story.story_id)
-    return StoryReport(
-        story_id=story.story_id,
-        title=story.title,
-        status=row.status,
-        cycles=row.cycles,
-        cost_usd=row.cost_usd,
-        duration_s=row.duration_s,
-        failure_reason=row.failure_reason,
-    )
+    return story_report(await store.get_story(run_id, story.story_id), story.title)
 
 
 def _at(services: RunServices, layout: Layout, epic: Epic | None = None) -> RunServices:
@@ -646,7 +673,13 @@ async def _schedule(
     ended: set[str] = set()  # reached an end state: done, failed or blocked (gates included)
     running = 0  # stories holding one of the ``jobs`` slots (their agent work is under way)
     in_flight = 0  # story tasks started, not ended (a task runs its gates after its slot)
+    # Why an Event and not a condition or a channel: the scheduler needs only "something changed,
+    # look again", never what changed (it re-reads ``ended``/``running``). An anyio Event cannot be
+    # cleared, so each wake() sets the current one and arms a new one; a wake while the scheduler
+    # is busy scanning is not lost, since the scan already sees the new state.
     changed = anyio.Event()  # set when a story task's state changes, then replaced
+    # RunAbort is collected, not raised from the story task: raising it would make the task group
+    # wrap it in an ExceptionGroup together with the Cancelled of every sibling we stop.
     abort: list[RunAbort] = []
 
     def wake() -> None:
@@ -671,6 +704,10 @@ async def _schedule(
     outside_blockers = await anyio.to_thread.run_sync(unmet_outside)
 
     async def run_story(story: EpicStory, tg: anyio.abc.TaskGroup) -> None:
+        # One task per started story, in the scheduler's task group ``tg``. Cancelling ``tg``
+        # (stop_on_failure, RunAbort, or the caller's cancel from above) cancels every story
+        # task; each still runs its ``finally`` blocks, so the counters and ``ended`` stay true
+        # and the store keeps the phase that was in flight (``resume`` re-runs just that).
         nonlocal running, in_flight
         try:
             try:
@@ -693,8 +730,10 @@ async def _schedule(
             finally:
                 running -= 1  # the agent work is over: the slot may go to the next story now
                 wake()
+            # From here on the story holds no slot, only its place in ``in_flight``: its quality
+            # gates (with gates_after_each_story) run while the next story's agent work starts.
             reports[story.story_id] = report
-            await services.emit(_story_finished(report))
+            await services.emit(story_finished(report))
             if report.status == "done" and config.gates_after_each_story and not config.skip_gates:
                 # On the merged result, while no other story lands (the lane holds the lock too).
                 async with workspace.integration_lock:
@@ -706,8 +745,11 @@ async def _schedule(
             if report.status != "done" and config.stop_on_failure:
                 reason = f"story {story.story_id} {report.status}: {report.failure_reason}"
                 abort.append(RunAbort(reason))
+                # Cancels the other story tasks, and this one at its next checkpoint (the
+                # ``finally`` below has none before its wake()).
                 tg.cancel_scope.cancel(reason=f"stop_on_failure: {reason}")
         except RunAbort as exc:
+            # Budget spent or credentials refused: no story may start another session.
             abort.append(exc)
             tg.cancel_scope.cancel(reason=f"the run is stopping: {exc}")
         finally:
@@ -717,6 +759,10 @@ async def _schedule(
             ended.add(story.story_id)
             wake()
 
+    # The scheduler's own scope: the loop below runs in the body of ``tg``, so leaving the loop
+    # (nothing pending) then waits at the end of the ``async with`` for every story task still in
+    # flight. A cancel of ``tg`` from a story task also cancels the loop's ``changed.wait()``,
+    # and the loop ends by Cancelled (absorbed by ``tg``'s own scope, since ``tg`` was cancelled).
     async with anyio.create_task_group() as tg:
         if isinstance(workspace, GitWorkspace):
             # The merge lane: the one task that writes the run's branch. It ends once the last
@@ -752,12 +798,17 @@ async def _schedule(
             # earliest pending story in run order has every dependency ended or in flight (they
             # all come before it), and with nothing in flight it would have been startable.
             assert in_flight, f"scheduler stuck with {[s.story_id for s in pending]} pending"
+            # Sleep until a story task calls wake(). No lost wake-up: wake() replaces ``changed``
+            # only after setting it, and we took the current one just now, with no await since
+            # the scan that found nothing to do.
             await changed.wait()
         # Every story has started or been blocked; the lane must outlive the last landing, and
         # only then may its queue close (else the task group would wait on the lane forever).
         while in_flight:
             await changed.wait()
         workspace.close_lane()
+    # Every story task has ended here (the task group waited for them). With several aborts
+    # (two stories hit the budget at once) the first one is the run's reason.
     if abort:
         raise abort[0]
 
@@ -778,19 +829,8 @@ async def _blocked(services: RunServices, story: EpicStory, blockers: list[str])
         services.run_id, story.story_id, status="blocked", failure_reason=reason
     )
     report = await _report_from_store(services.store, services.run_id, story)
-    await services.emit(_story_finished(report))
+    await services.emit(story_finished(report))
     return report
-
-
-def _story_finished(report: StoryReport) -> StoryFinished:
-    return StoryFinished(
-        story_id=report.story_id,
-        status=report.status,
-        cycles=report.cycles,
-        cost_usd=report.cost_usd,
-        duration_s=report.duration_s,
-        failure_reason=report.failure_reason,
-    )
 
 
 class open_run:

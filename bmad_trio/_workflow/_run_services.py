@@ -24,9 +24,16 @@ from .._agents._runner import AgentMessage, AgentRunner, Outcome, Role, SessionR
 from .._bmad import Epic, Layout, SprintStatusFile
 from .._config import RunConfig
 from .._errors import BudgetSpent, RunAbort
-from .._events import AgentActivity, Event, RunPaused, RunResumed, SessionFinished
+from .._events import (
+    AgentActivity,
+    Event,
+    RunPaused,
+    RunResumed,
+    SessionFinished,
+    StoryFinished,
+)
 from .._state._run_files import RunFiles, TranscriptWriter
-from .._state._store import Store
+from .._state._store import Store, StoryRow
 from ._prompts import RolePlan, rel
 
 __all__ = [
@@ -39,6 +46,8 @@ __all__ = [
     "RunAbort",
     "RunServices",
     "StoryReport",
+    "story_finished",
+    "story_report",
 ]
 
 _RETRYABLE_API = frozenset({"rate_limit", "overloaded", "server_error", "usage_limit", "unknown"})
@@ -59,6 +68,27 @@ class StoryReport:
     cost_usd: float
     duration_s: float
     failure_reason: str | None = None
+
+
+def story_report(row: StoryRow, title: str, **changes: object) -> StoryReport:
+    """A story's report from its store row (``changes`` override fields): the one place the
+    report's fields are read from the store."""
+    fields = {
+        name: getattr(row, name) for name in attrs.fields_dict(StoryReport) if name != "title"
+    }
+    fields.update(changes)
+    return StoryReport(title=title, **fields)  # pyright: ignore[reportArgumentType]
+
+
+_STORY_FINISHED_FIELDS = tuple(
+    name for name in attrs.fields_dict(StoryFinished) if name in attrs.fields_dict(StoryReport)
+)
+"""The fields :class:`StoryReport` and the :class:`StoryFinished` event share (all but ``ts``)."""
+
+
+def story_finished(report: StoryReport) -> StoryFinished:
+    """The StoryFinished event for a story's report; a field added to both is carried over."""
+    return StoryFinished(**{name: getattr(report, name) for name in _STORY_FINISHED_FIELDS})
 
 
 @attrs.frozen(kw_only=True)
@@ -242,6 +272,9 @@ class RunServices:
         Waits out a rate-limit pause first; raises BudgetSpent when nothing is left to spend.
         Records the session (cost included) in the store even when it was cancelled mid-way.
         """
+        # Both waits come before the session exists, so a cancel here leaves nothing to clean up:
+        # the pause gate (a rate-limit pause of the whole run) and the budget reservation (which
+        # raises BudgetSpent rather than start a session it could not pay for).
         await self.pause.wait()
         reservation = await self.budget.reserve()
         config = self.config
@@ -260,17 +293,27 @@ class RunServices:
             timeout_s=config.session_timeout,
             idle_timeout_s=config.idle_timeout,
         )
+        # The runner sends into ``send`` and closes it; the relay task reads ``receive``. Bounded,
+        # so a relay that falls behind (a slow event reader downstream) slows the session rather
+        # than growing memory; the runner's idle deadline still ends a session stuck there.
         send, receive = anyio.create_memory_object_stream[AgentMessage](64)
         writer = self.files.transcript(story_id, cycle, plan.role.value)
         meter = UsageMeter()
         result: SessionResult | None = None
         started = time.time()
         try:
+            # One task group per session: the session runs in this task, its relay in a child.
+            # The group ends when both have: the runner closes ``send`` when the session ends,
+            # which ends the relay's ``async for``. A cancel from above cancels both; the runner
+            # still kills the session's processes before it re-raises (see ClaudeAgentRunner).
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._relay, receive, writer, meter, story_id, plan.role)
                 with send:
                     result = await self.runner.run_session(spec, send)
         finally:
+            # Teardown, also when cancelled. Everything up to record_session is synchronous, so
+            # a cancel cannot cut it short; record_session is a shielded store write (bounded by
+            # SQLite's busy timeout), so a killed session is still recorded and charged.
             _drain(receive, writer, meter)  # what the relay had no time for still counts
             receive.close()
             writer.close()
@@ -289,6 +332,8 @@ class RunServices:
                 rel(self.layout, writer.path),
                 started_at=started,
             )
+        # After the ``finally``: a cancelled session emits nothing (the cancel propagates above),
+        # and waiting for an event reader is never done on a cancelled path.
         await self.emit(
             SessionFinished(
                 story_id=story_id,

@@ -23,15 +23,15 @@ import attrs
 from .._agents._runner import Role
 from .._bmad import (
     EpicStory,
-    GateDecision,
     QaGate,
+    QaGateDecision,
     Story,
     StoryStatus,
-    find_gate_file,
+    find_qa_gate_file,
     find_story_file,
     new_story_path,
     parse_story,
-    read_gate,
+    read_qa_gate,
     read_story_state,
     set_story_status,
     sprint_keys_for,
@@ -47,7 +47,7 @@ from .._bmad._v6_review import (
 from .._errors import ProjectError
 from .._events import PhaseFinished, PhaseStarted, StoryStatusChanged
 from ._prompts import RolePlan, rel, role_plan
-from ._run_services import PhaseVerdict, RunAbort, RunServices, StoryReport
+from ._run_services import PhaseVerdict, RunAbort, RunServices, StoryReport, story_report
 from ._workspace import StoryPlace, Workspace
 
 __all__ = ["StoryCycle"]
@@ -353,7 +353,7 @@ class StoryCycle:
         )
 
     def _gate_path(self) -> Path:
-        existing = find_gate_file(self.s.layout, self.sid)
+        existing = find_qa_gate_file(self.s.layout, self.sid)
         return existing or self.s.layout.gates_dir / f"{self.sid}-{self.story.slug}.yml"
 
     async def _draft(self) -> None:
@@ -511,11 +511,11 @@ class StoryCycle:
         layout, sid = self.s.layout, self.sid
 
         def read() -> QaGate | None:
-            path = find_gate_file(layout, sid)
+            path = find_qa_gate_file(layout, sid)
             if path is None or (since is not None and os.stat(path).st_mtime < since - 1.0):
                 return None
             try:
-                return read_gate(path)
+                return read_qa_gate(path)
             except ProjectError as exc:
                 log.warning("story %s: unreadable gate: %s", sid, exc)
                 return None
@@ -525,8 +525,8 @@ class StoryCycle:
     async def _decide(self, path: Path, gate: QaGate | None) -> None:
         """The decision table: PASS/WAIVED → done; CONCERNS → done unless strict; else back to Dev."""
         decision = gate.gate if gate else None
-        done = decision in (GateDecision.PASS, GateDecision.WAIVED) or (
-            decision is GateDecision.CONCERNS and not self.s.config.strict_concerns
+        done = decision in (QaGateDecision.PASS, QaGateDecision.WAIVED) or (
+            decision is QaGateDecision.CONCERNS and not self.s.config.strict_concerns
         )
         try:
             if done:
@@ -541,7 +541,7 @@ class StoryCycle:
 
     async def _findings_from_gate(self) -> str | None:
         gate = await self._read_gate(since=None)
-        if gate is None or gate.gate in (GateDecision.PASS, GateDecision.WAIVED):
+        if gate is None or gate.gate in (QaGateDecision.PASS, QaGateDecision.WAIVED):
             return None
         return _findings_text(gate)
 
@@ -564,15 +564,9 @@ class StoryCycle:
             cycles=self.cycles,
             failure_reason=reason,
         )
-        return StoryReport(
-            story_id=self.sid,
-            title=self.story.title,
-            status=status.value,
-            cycles=self.cycles,
-            cost_usd=row.cost_usd,
-            duration_s=row.duration_s,
-            failure_reason=reason,
-        )
+        # The row has the status and cycles just written; the reason is kept as given (the row's
+        # copy is redacted for the store).
+        return story_report(row, self.story.title, failure_reason=reason)
 
 
 def _restore(path: Path, data: bytes) -> None:

@@ -101,6 +101,9 @@ class CheckoutWorkspace:
     def close_lane(self) -> None:
         """No lane here: nothing to close."""
 
+    def close(self) -> None:
+        """Nothing to close."""
+
     @property
     def branch(self) -> str | None:
         return None
@@ -293,6 +296,11 @@ class GitWorkspace:
     def close_lane(self) -> None:
         """No more stories will land: the lane ends once it has landed those queued."""
         self._lane_send.close()
+
+    def close(self) -> None:
+        """The run is over: close both ends of the lane's queue (the lane may never have run)."""
+        self._lane_send.close()
+        self._lane_receive.close()
 
     async def serve_lane(self, emit: Callable[[Event], Awaitable[None]]) -> None:
         """The merge lane: land queued stories one at a time, in the order they came.

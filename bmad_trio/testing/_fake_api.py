@@ -199,7 +199,7 @@ class FakeAnthropicAPI:
             await tg.start(self.serve)
         except BaseException as exc:
             self._tg = None
-            tg.cancel_scope.cancel()
+            tg.cancel_scope.cancel(reason=f"the fake API failed to start: {exc!r}")
             if await tg.__aexit__(type(exc), exc, exc.__traceback__):
                 raise RuntimeError("the fake API failed to start") from exc
             raise
@@ -213,7 +213,8 @@ class FakeAnthropicAPI:
     ) -> bool | None:
         tg, self._tg = self._tg, None
         assert tg is not None, "FakeAnthropicAPI.__aexit__ without __aenter__"
-        tg.cancel_scope.cancel()  # stop serving; the body's own exception passes through unwrapped
+        # Stop serving; the body's own exception passes through unwrapped.
+        tg.cancel_scope.cancel(reason="the FakeAnthropicAPI block was left")
         await tg.__aexit__(None, None, None)
         return None
 

@@ -67,3 +67,7 @@ class MockAgentRunner:
                 duration_s=anyio.current_time() - start,
             )
         return result
+
+    async def aclose(self) -> None:
+        """Nothing to release: the handler's sessions end with their callers."""
+        await anyio.lowlevel.checkpoint()

@@ -11,18 +11,18 @@ import pytest
 from bmad_trio import ProjectError
 from bmad_trio._bmad import detect_layout
 from bmad_trio._bmad._qa_gates import (
-    GateDecision,
-    find_gate_file,
-    find_gate_files,
-    gate_decision_of,
-    read_gate,
+    QaGateDecision,
+    find_qa_gate_file,
+    find_qa_gate_files,
+    qa_gate_decision_of,
+    read_qa_gate,
     review_already_passed,
-    story_gate,
     story_last_change,
+    story_qa_gate,
 )
 from bmad_trio._bmad._status_line import read_story_status
 
-D = GateDecision
+D = QaGateDecision
 
 
 @pytest.fixture
@@ -50,13 +50,13 @@ def gates(tmp_path: Path) -> Path:
         ("WAIVED", D.WAIVED),
     ],
 )
-def test_gate_values(raw: str, decision: GateDecision) -> None:
-    assert gate_decision_of(raw) is decision
+def test_gate_values(raw: str, decision: QaGateDecision) -> None:
+    assert qa_gate_decision_of(raw) is decision
 
 
 @pytest.mark.parametrize("raw", ["PENDING", "RESOLVED", "MAYBE", "", "123"])
 def test_gate_values_not_guessed(raw: str) -> None:
-    assert gate_decision_of(raw) is None
+    assert qa_gate_decision_of(raw) is None
 
 
 def test_newest_by_updated_field_not_file_time(tmp_path: Path, gates: Path) -> None:
@@ -71,19 +71,21 @@ def test_newest_by_updated_field_not_file_time(tmp_path: Path, gates: Path) -> N
     for path in gates.iterdir():
         os.utime(path, ns=(same, same))
     layout = detect_layout(tmp_path)
-    files = find_gate_files(layout, "1.3", "Login")
+    files = find_qa_gate_files(layout, "1.3", "Login")
     assert [p.name for p in files] == ["1.3-login-fix.yml", "1.3-login.yml"]
-    assert read_gate(files[0]).gate is D.PASS
+    assert read_qa_gate(files[0]).gate is D.PASS
     os.utime(gates / "1.3-login.yml", ns=(same + 10**9, same + 10**9))  # newer file, older field
-    assert find_gate_file(layout, "1.3") == (gates / "1.3-login-fix.yml").resolve()
+    assert find_qa_gate_file(layout, "1.3") == (gates / "1.3-login-fix.yml").resolve()
 
 
 def test_title_prefers_the_story_own_gate(tmp_path: Path, gates: Path) -> None:
     (gates / "4.1-voice-deposit.yml").write_text("gate: FAIL\nupdated: 2025-05-01\n")
     (gates / "4.1-csv-export.yml").write_text("gate: PASS\nupdated: 2025-04-01\n")
     layout = detect_layout(tmp_path)
-    assert find_gate_file(layout, "4.1", "CSV export") == (gates / "4.1-csv-export.yml").resolve()
-    assert find_gate_file(layout, "4.1") == (gates / "4.1-voice-deposit.yml").resolve()
+    assert (
+        find_qa_gate_file(layout, "4.1", "CSV export") == (gates / "4.1-csv-export.yml").resolve()
+    )
+    assert find_qa_gate_file(layout, "4.1") == (gates / "4.1-voice-deposit.yml").resolve()
 
 
 def test_broken_yaml_with_readable_gate_line(tmp_path: Path) -> None:
@@ -93,7 +95,7 @@ def test_broken_yaml_with_readable_gate_line(tmp_path: Path) -> None:
         "status_reason: 'it\\'s fine: all criteria met'\n"
         "updated: '2025-01-27T15:30:00Z'\n"
     )
-    gate = read_gate(path)
+    gate = read_qa_gate(path)
     assert gate.gate is D.PASS
     assert gate.story_id == "3.4"
     assert gate.line == 3
@@ -112,27 +114,27 @@ def test_broken_yaml_with_readable_gate_line(tmp_path: Path) -> None:
     ],
 )
 def test_non_standard_gates(
-    tmp_path: Path, text: str, decision: GateDecision, warning: str
+    tmp_path: Path, text: str, decision: QaGateDecision, warning: str
 ) -> None:
     path = tmp_path / "1.1-x.yml"
     path.write_text(text)
-    gate = read_gate(path)
+    gate = read_qa_gate(path)
     assert gate.gate is decision
     assert any(warning in w for w in gate.warnings), gate.warnings
 
 
 def test_story_gate_for_plan(tmp_path: Path, gates: Path) -> None:
     layout = detect_layout(tmp_path)
-    assert story_gate(layout, "2.1") is None
+    assert story_qa_gate(layout, "2.1") is None
     (gates / "2.1-search.yml").write_text("gate: PENDING\nupdated: 2025-06-01\n")
-    report = story_gate(layout, "2.1")
+    report = story_qa_gate(layout, "2.1")
     assert report is not None
     assert report.decision is None
     assert report.problem is not None
     assert "QA has not decided" in report.problem
     assert report.as_json(tmp_path)["file"] == "docs/qa/gates/2.1-search.yml"
     (gates / "2.1-search-rerun.yml").write_text("decision: PASS\nupdated: 2025-06-02\n")
-    report = story_gate(layout, "2.1")
+    report = story_qa_gate(layout, "2.1")
     assert report is not None
     shown = report.as_json(tmp_path)
     assert shown["decision"] == "PASS"
@@ -207,13 +209,13 @@ def test_review_already_passed(
     tmp_path: Path, status: str, changed: str, gate: str, finished: bool
 ) -> None:
     reading = read_story_status(_story(tmp_path, status, changed))
-    verdict = review_already_passed(reading, read_gate(_gate(tmp_path, gate)))
+    verdict = review_already_passed(reading, read_qa_gate(_gate(tmp_path, gate)))
     assert verdict.finished is finished, verdict.reason
 
 
 def test_strict_concerns_is_not_a_pass(tmp_path: Path) -> None:
     reading = read_story_status(_story(tmp_path, "Review", "2025-03-05"))
-    gate = read_gate(_gate(tmp_path, "gate: CONCERNS\nupdated: 2025-03-07\n"))
+    gate = read_qa_gate(_gate(tmp_path, "gate: CONCERNS\nupdated: 2025-03-07\n"))
     assert not review_already_passed(reading, gate, strict_concerns=True).finished
 
 
@@ -229,5 +231,5 @@ def test_no_gate_file_status_words_decide(tmp_path: Path, status: str, finished:
 def test_unreadable_gate_is_an_error_naming_the_line(tmp_path: Path) -> None:
     path = _gate(tmp_path, "schema: 1\ngate: RESOLVED\n")
     with pytest.raises(ProjectError, match="unknown gate value 'RESOLVED'") as info:
-        read_gate(path)
+        read_qa_gate(path)
     assert (info.value.path, info.value.line) == (str(path), 2)

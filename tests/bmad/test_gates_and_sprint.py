@@ -8,11 +8,11 @@ import pytest
 
 from bmad_trio import ProjectError
 from bmad_trio._bmad import (
-    GateDecision,
+    QaGateDecision,
     StoryStatus,
     detect_layout,
-    find_gate_file,
-    read_gate,
+    find_qa_gate_file,
+    read_qa_gate,
     read_sprint_status,
     set_sprint_status,
     sprint_key_for,
@@ -23,16 +23,16 @@ Snapshot = Callable[[Path], dict[str, bytes]]
 
 def test_find_and_read_gates(v4_project: Path) -> None:
     layout = detect_layout(v4_project)
-    passed = find_gate_file(layout, "1.1")
+    passed = find_qa_gate_file(layout, "1.1")
     assert passed is not None
     assert passed == layout.gates_dir / "1.1-user-registration.yml"
-    gate = read_gate(passed)
-    assert gate.gate is GateDecision.PASS
+    gate = read_qa_gate(passed)
+    assert gate.gate is QaGateDecision.PASS
     assert gate.story_id == "1.1"
     assert gate.top_issues == ()
     assert gate.reviewer == "Quinn (Test Architect)"
-    failed = read_gate(find_gate_file(layout, "1.2") or passed)
-    assert failed.gate is GateDecision.FAIL
+    failed = read_qa_gate(find_qa_gate_file(layout, "1.2") or passed)
+    assert failed.gate is QaGateDecision.FAIL
     assert failed.status_reason == "Reset tokens never expire."
     assert [(i.id, i.severity) for i in failed.top_issues] == [
         ("SEC-001", "high"),
@@ -40,25 +40,25 @@ def test_find_and_read_gates(v4_project: Path) -> None:
     ]
     assert failed.top_issues[0].suggested_action == "Store an expiry time and check it"
     assert failed.updated is not None
-    assert find_gate_file(layout, "1.3") is None
+    assert find_qa_gate_file(layout, "1.3") is None
 
 
 def test_gate_without_slug_and_newest_wins(tmp_path: Path) -> None:
     gates = tmp_path / "docs/qa/gates"
     gates.mkdir(parents=True)
     layout = detect_layout(tmp_path)
-    assert find_gate_file(layout, "1.10") is None
+    assert find_qa_gate_file(layout, "1.10") is None
     (gates / "1.10.yml").write_text("story: 1.10\ngate: concerns\n")
-    assert read_gate(gates / "1.10.yml").story_id == "1.10"  # not YAML's float 1.1
-    assert read_gate(gates / "1.10.yml").gate is GateDecision.CONCERNS
+    assert read_qa_gate(gates / "1.10.yml").story_id == "1.10"  # not YAML's float 1.1
+    assert read_qa_gate(gates / "1.10.yml").gate is QaGateDecision.CONCERNS
     (gates / "1.1-old.yml").write_text("gate: FAIL\n")
     (gates / "1.1-new.yml").write_text("gate: WAIVED\n")
     os.utime(gates / "1.1-old.yml", ns=(1_000_000_000, 1_000_000_000))
-    found = find_gate_file(layout, "1.1")
+    found = find_qa_gate_file(layout, "1.1")
     assert found is not None
     assert found == (gates / "1.1-new.yml").resolve()
-    assert read_gate(found).gate is GateDecision.WAIVED
-    assert find_gate_file(layout, "1.10") == (gates / "1.10.yml").resolve()
+    assert read_qa_gate(found).gate is QaGateDecision.WAIVED
+    assert find_qa_gate_file(layout, "1.10") == (gates / "1.10.yml").resolve()
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_malformed_gate(tmp_path: Path, content: str, message: str, line: int | 
     path = tmp_path / "1.1-x.yml"
     path.write_text(content)
     with pytest.raises(ProjectError, match=message) as info:
-        read_gate(path)
+        read_qa_gate(path)
     assert info.value.path == str(path)
     assert info.value.line == line
 

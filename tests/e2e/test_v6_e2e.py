@@ -18,65 +18,17 @@ from pathlib import Path
 import pytest
 from _cli_helpers import CliProcess, StoreView, api_env, status_json
 from anyio.from_thread import start_blocking_portal
+from test_v6_review import ARTIFACTS, make_v6_project
 
 from bmad_trio._bmad import parse_story, read_sprint_status
 from bmad_trio.testing import FakeAnthropicAPI, bmad_actor_scenario
 
 pytestmark = [pytest.mark.e2e]
 
-ARTIFACTS = Path("_bmad-output/implementation-artifacts")
-EPICS = """\
-# Sample - Epic Breakdown
-
-## Epic 1: Greetings
-
-### Story 1.1: Add greeting
-
-As a user,
-I want a greeting,
-So that I feel welcome.
-
-**Acceptance Criteria:**
-
-**Given** a name
-**When** I call add_greeting
-**Then** I get a greeting
-
-### Story 1.2: Add farewell
-
-As a user,
-I want a farewell,
-So that I know we are done.
-
-**Acceptance Criteria:**
-
-**Given** a name
-**When** I call add_farewell
-**Then** I get a farewell
-"""
-SPRINT = """\
-# generated: 2026-11-29
-# STATUS DEFINITIONS: backlog | ready-for-dev | in-progress | review | done
-project: sample
-story_location: _bmad-output/implementation-artifacts
-
-development_status:
-  epic-1: backlog
-  1-1-add-greeting: backlog  # the first story
-  1-2-add-farewell: backlog
-  epic-1-retrospective: optional
-"""
-
 
 def _v6_project(root: Path) -> Path:
-    (root / "_bmad" / "bmm").mkdir(parents=True)
-    (root / "_bmad" / "bmm" / "config.yaml").write_text(
-        'output_folder: "{project-root}/_bmad-output"\n'
-    )
-    (root / "_bmad-output" / "planning-artifacts").mkdir(parents=True)
-    (root / "_bmad-output" / "planning-artifacts" / "epics.md").write_text(EPICS)
-    (root / ARTIFACTS).mkdir(parents=True)
-    (root / ARTIFACTS / "sprint-status.yaml").write_text(SPRINT)
+    """The unit tests' v6 project (tests/test_v6_review.py), with a unittest quality gate."""
+    make_v6_project(root)
     (root / "tests").mkdir()
     python = shlex.quote(sys.executable)
     (root / "bmad-trio.toml").write_text(
@@ -117,7 +69,7 @@ def test_v6_project_runs_to_done_through_code_review(
         assert story.status_text == "done", key
         assert sprint[key] == "done", sprint
     text = (project / ARTIFACTS / "sprint-status.yaml").read_text()
-    assert re.search(r"(?m)^  1-1-add-greeting: done +# the first story$", text), text
+    assert re.search(r"(?m)^  1-1-add-greeting: done +# first story$", text), text
     assert "epic-1-retrospective: optional" in text
 
     first = (project / ARTIFACTS / "1-1-add-greeting.md").read_text()

@@ -14,14 +14,14 @@ import pytest
 
 from bmad_trio import ClaudeAgentRunner, RunConfig, SessionFinished, open_run, run_epic
 from bmad_trio._bmad import (
-    GateDecision,
+    QaGateDecision,
     StoryStatus,
     detect_layout,
-    find_gate_file,
+    find_qa_gate_file,
     find_story_file,
     parse_epic,
     parse_story,
-    read_gate,
+    read_qa_gate,
 )
 from bmad_trio._commandline._demo import DemoProject, scaffold_demo
 from bmad_trio._config import load_config
@@ -137,9 +137,11 @@ async def _still_to_run(
                 dev_and_qa(next_round)
             elif status is StoryStatus.REVIEW:
                 if last is not None and last.phase == "review" and last.ok:
-                    gate_file = find_gate_file(layout, sid)
+                    gate_file = find_qa_gate_file(layout, sid)
                     assert gate_file is not None
-                    if read_gate(gate_file).gate is GateDecision.FAIL:  # back to Dev, then pass
+                    if (
+                        read_qa_gate(gate_file).gate is QaGateDecision.FAIL
+                    ):  # back to Dev, then pass
                         dev_and_qa(next_round)
                 else:
                     todo[sid, "qa"] += 1

@@ -9,27 +9,15 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from pathlib import Path
 
 import anyio
 from _disk_agent import DiskAgent, make_project
+from _disk_agent import run_config as config_for
 
-from bmad_trio import RunConfig, SessionResult, SessionSpec
+from bmad_trio import SessionResult, SessionSpec
 from bmad_trio.testing import MockAgentRunner, parse_context
 
 __all__ = ["HangingAgent", "config_for", "make_project", "signal_handlers"]
-
-
-def config_for(project: Path, **overrides: object) -> RunConfig:
-    """The sample project's epic, no quality gates, few cycles."""
-    fields: dict[str, object] = {
-        "epic": project / "docs" / "prd" / "epic-1.md",
-        "project": project,
-        "skip_gates": True,
-        "max_cycles": 3,
-    }
-    fields.update(overrides)
-    return RunConfig(**fields)  # pyright: ignore[reportArgumentType]
 
 
 class HangingAgent:
