@@ -49,12 +49,15 @@ def make_project(root: Path, epic: str = EPIC) -> Path:
 
 def run_config(project: Path, **overrides: object) -> RunConfig:
     """The unit tests' RunConfig for a project made by :func:`make_project`: its epic, no quality
-    gates, three cycles; ``overrides`` replace any field."""
+    gates, three cycles, and the agents working in the project folder itself (``checkout``: these
+    tests are about the story cycle; the git model has its own, tests/test_git_run.py and
+    tests/git/); ``overrides`` replace any field."""
     fields: dict[str, object] = {
         "epic": project / "docs" / "prd" / "epic-1.md",
         "project": project,
         "skip_gates": True,
         "max_cycles": 3,
+        "workspace": "checkout",
     }
     fields.update(overrides)
     return RunConfig(**fields)  # pyright: ignore[reportArgumentType]

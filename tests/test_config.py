@@ -13,7 +13,9 @@ def test_defaults_without_config_files(tmp_path: Path) -> None:
     assert config.project == tmp_path.resolve()
     assert config.max_cycles == 10
     assert config.session_timeout == 2700
-    assert config.jobs == 1
+    assert config.jobs is None  # chosen per run: see effective_jobs
+    assert config.workspace == "worktrees"
+    assert config.finish == "merge"
     assert config.gates is None  # detected from the project when the run starts
 
 

@@ -55,11 +55,11 @@ TITLES = {"1.1": "Add greeting", "1.2": "Add farewell", "1.3": "Add shout"}
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (POSIX relative path → bytes)."""
+    """Every file under ``root`` (POSIX relative path → bytes) but the repository's own."""
     return {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink()
+        if p.is_file() and not p.is_symlink() and ".git" not in p.relative_to(root).parts
     }
 
 
@@ -87,6 +87,15 @@ def test_scaffold_writes_the_sample_project(tmp_path: Path) -> None:
     assert project.story_ids == ("1.1", "1.2", "1.3")
     assert project.package == "src/sample_app"
     assert set(_tree(root)) == SCAFFOLD_FILES
+    # A repository whose first commit holds the sample project: what `run` needs.
+    committed = subprocess.run(
+        ["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert set(committed) == SCAFFOLD_FILES
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True
+    )
+    assert status.stdout == ""
     for path, text in demo_files().items():
         assert (root / path).read_text(encoding="utf-8") == text
     marker = json.loads((root / DEMO_MARKER).read_text())

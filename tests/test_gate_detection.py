@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import sys
 from pathlib import Path
 
 import pytest
 from _disk_agent import DiskAgent, make_project
+from _git_project import init_repository
 
 from bmad_trio import GateCommand, ProjectError, RunConfig, run_epic
 from bmad_trio._commandline._doctor import check_gate_tools, format_checks
@@ -243,11 +245,13 @@ async def test_a_detected_gate_whose_tool_is_missing_is_skipped_with_a_warning(
     project = make_project(tmp_path / "p")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
+    (bin_dir / "git").symlink_to(shutil.which("git") or "git")  # git stays on the short PATH
     _script(bin_dir / "pnpm", "import sys; sys.exit(0)")  # pnpm present, go missing
     monkeypatch.setenv("PATH", str(bin_dir))
     _package(project, {"test": "vitest run"})
     _write(project, "pnpm-lock.yaml", "")
     _write(project, "go.mod", "module x\n")
+    init_repository(project)  # the gates run on the run's merged branch, in its worktree
     config = RunConfig(epic=project / "docs" / "prd" / "epic-1.md", project=project, max_cycles=3)
     with caplog.at_level("WARNING", logger="bmad_trio"):
         report = await run_epic(config, runner=DiskAgent().runner())
@@ -270,7 +274,11 @@ async def test_a_configured_gate_whose_tool_is_missing_fails_the_run(
     monkeypatch.setenv("PATH", os.defpath)
     gates = (GateCommand("lint", ("no-such-linter-xyz", "check")),)
     config = RunConfig(
-        epic=project / "docs" / "prd" / "epic-1.md", project=project, max_cycles=3, gates=gates
+        epic=project / "docs" / "prd" / "epic-1.md",
+        project=project,
+        max_cycles=3,
+        gates=gates,
+        workspace="checkout",
     )
     report = await run_epic(config, runner=DiskAgent().runner())
     assert report.status == "failed"

@@ -65,6 +65,7 @@ def _config(project: Path, **overrides: object) -> RunConfig:
         "max_cycles": 3,
         "skip_gates": False,
         "gates_after_each_story": True,
+        "workspace": "checkout",
     }
     fields.update(overrides)
     return RunConfig(**fields)  # pyright: ignore[reportArgumentType]

@@ -93,6 +93,7 @@ async def test_v6_sprint_status_done_is_not_redone(tmp_path: Path) -> None:
         project=project,
         skip_gates=True,
         stories=("1.1",),
+        workspace="checkout",
     )
     report = await run_epic(config, runner=agent.runner())
     assert report.status == "done", report.failure_reason
@@ -108,6 +109,7 @@ async def test_v6_stories_finishing_together_both_reach_sprint_status(tmp_path: 
         project=project,
         skip_gates=True,
         jobs=2,
+        workspace="checkout",
     )
     report = await run_epic(config, runner=agent.runner())
     assert report.status == "done", report.failure_reason

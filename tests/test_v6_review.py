@@ -161,6 +161,7 @@ def _config(project: Path, **overrides: object) -> RunConfig:
         "project": project,
         "skip_gates": True,
         "max_cycles": 3,
+        "workspace": "checkout",
     }
     fields.update(overrides)
     return RunConfig(**fields)  # pyright: ignore[reportArgumentType]

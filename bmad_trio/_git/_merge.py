@@ -105,8 +105,12 @@ async def land_story(
     """
     previous = await _rev(integration_wt, "HEAD")
     story_head = await _rev(integration_wt, f"refs/heads/{story_branch}")
+    # The identity goes to the merge too: a merge that is not a fast-forward needs one even with
+    # --squash (git refuses "Committer identity unknown" in a repository without user.email).
+    who = await identity_args(integration_wt, identity_default)
     merged = await git(
         *NO_HOOKS,
+        *who,
         "merge",
         "--squash",
         "--no-commit",
@@ -127,7 +131,6 @@ async def land_story(
     text = format_message(
         message, {**trailers, STORY_BRANCH_TRAILER: story_branch, STORY_HEAD_TRAILER: story_head}
     )
-    who = await identity_args(integration_wt, identity_default)
     hooks = () if run_hooks else NO_HOOKS
     verify = () if run_hooks else ("--no-verify",)
     committed = await git(

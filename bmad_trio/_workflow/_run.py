@@ -54,6 +54,7 @@ from .._errors import (
     EXIT_OK,
     BmadError,
     ConfigError,
+    GitError,
     ProjectError,
     StateError,
     collapse,
@@ -712,21 +713,28 @@ async def _schedule(
         try:
             try:
                 row = await services.store.get_story(services.run_id, story.story_id)
-                place = await workspace.open_story(story)
-                mine = _at(services, place.layout, place.epic)
-                await services.emit(
-                    StoryStarted(
-                        story_id=story.story_id,
-                        title=story.title,
-                        status=row.status,
-                        branch=place.branch,
+                try:
+                    place = await workspace.open_story(story)
+                    mine = _at(services, place.layout, place.epic)
+                    await services.emit(
+                        StoryStarted(
+                            story_id=story.story_id,
+                            title=story.title,
+                            status=row.status,
+                            branch=place.branch,
+                        )
                     )
-                )
-                cycle = StoryCycle(mine, story, cycles=row.cycles, workspace=workspace, place=place)
-                report = await cycle.run()
-                if report.status == "done" and isinstance(workspace, GitWorkspace):
-                    # Its dependents start only once it has landed: from the merged tip.
-                    report = await land_done_story(mine, workspace, place, story, report)
+                    cycle = StoryCycle(
+                        mine, story, cycles=row.cycles, workspace=workspace, place=place
+                    )
+                    report = await cycle.run()
+                    if report.status == "done" and isinstance(workspace, GitWorkspace):
+                        # Its dependents start only once it has landed: from the merged tip.
+                        report = await land_done_story(mine, workspace, place, story, report)
+                except GitError as exc:
+                    # git could not do this story's part (its worktree, a phase commit): the
+                    # story fails alone, its work kept where git left it; the others go on.
+                    report = await _failed(services, story, f"git: {exc}")
             finally:
                 running -= 1  # the agent work is over: the slot may go to the next story now
                 wake()
@@ -821,6 +829,13 @@ def _keep_last(gates: list[GateReport], results: list[GateReport]) -> None:
             gates.append(result)
         else:
             gates[index] = result
+
+
+async def _failed(services: RunServices, story: EpicStory, reason: str) -> StoryReport:
+    await services.store.update_story(
+        services.run_id, story.story_id, status="failed", phase=None, failure_reason=reason
+    )
+    return await _report_from_store(services.store, services.run_id, story)
 
 
 async def _blocked(services: RunServices, story: EpicStory, blockers: list[str]) -> StoryReport:

@@ -64,7 +64,7 @@ class StoryPlace:
 class LandOutcome:
     """What the merge lane did with a done story."""
 
-    status: Literal["landed", "conflict", "hook_failed", "not_git"]
+    status: Literal["landed", "conflict", "hook_failed", "error", "not_git"]
     commit: str | None = None
     files: tuple[str, ...] = ()
     output: str = ""
@@ -311,7 +311,13 @@ class GitWorkspace:
             async for request in self._lane_receive:
                 with request.reply:
                     async with self.integration_lock:
-                        outcome = await self._land_now(request)
+                        try:
+                            outcome = await self._land_now(request)
+                        except GitError as exc:
+                            # One story that git cannot land fails alone; the lane goes on (the
+                            # integration worktree was reset to its tip by land_story).
+                            log.warning("story %s did not land: %s", request.story.story_id, exc)
+                            outcome = LandOutcome("error", output=str(exc))
                     await _announce(emit, request.story, request.place, outcome)
                     request.reply.send_nowait(outcome)
 
