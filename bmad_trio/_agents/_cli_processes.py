@@ -314,6 +314,13 @@ class CLIProcesses:
         doomed: list[psutil.Process] = []
         if supervisor is not None:
             doomed += _live_descendants(supervisor)
+            if not self.native:
+                # No subreaper: the orphans of a Bash command (the CLI starts each in a session
+                # of its own) left the tree but kept their session. These sessions are taken
+                # now, so their ids are not reused; the supervisor adds those it saw earlier.
+                sessions = _sessions_of([supervisor, *doomed]) - {0, 1, os.getsid(0)}
+                seen = {supervisor.pid, *(proc.pid for proc in doomed)}
+                doomed += _in_sessions(sessions, skip=seen)
             _signal(supervisor, signal.SIGUSR1)  # "kill your session and exit"
         if not self.native or not (supervisor is not None or self._reported_empty(tag)):
             # No subreaper, or no supervisor to ask and none reported its session empty: orphans
@@ -363,6 +370,31 @@ class CLIProcesses:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _sessions_of(procs: Iterable[psutil.Process]) -> set[int]:
+    """The POSIX session ids of ``procs`` (those still there)."""
+    found: set[int] = set()
+    for proc in procs:
+        with contextlib.suppress(OSError):
+            found.add(os.getsid(proc.pid))
+    return found
+
+
+def _in_sessions(sessions: set[int], skip: set[int]) -> list[psutil.Process]:
+    """Live processes (not zombies, not in ``skip``) in one of ``sessions``: one full scan."""
+    import psutil
+
+    found: list[psutil.Process] = []
+    if not sessions:
+        return found
+    for proc in psutil.process_iter():
+        if proc.pid in skip:
+            continue
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getsid(proc.pid) in sessions and not _gone(proc):
+                found.append(proc)
+    return found
 
 
 def _processes(pids: Iterable[int]) -> list[psutil.Process]:
@@ -480,18 +512,13 @@ class _Members:
         import psutil
 
         self._note(found)
-        ours = self._live_sessions()
-        needle = f"{SESSION_TAG}={self._tag}"
+        found.update(p.pid for p in _in_sessions(self._live_sessions(), skip={self._me, *found}))
         for proc in psutil.process_iter():
             if proc.pid in found or proc.pid == self._me:
                 continue
-            with contextlib.suppress(OSError, psutil.Error):
-                if os.getsid(proc.pid) in ours and not _gone(proc):
-                    found.add(proc.pid)
-                    continue
             with contextlib.suppress(psutil.Error):
                 # macOS shows only some environments (not hardened processes'): a best effort
-                if f"{SESSION_TAG}={proc.environ().get(SESSION_TAG)}" == needle:
+                if proc.environ().get(SESSION_TAG) == self._tag:
                     found.add(proc.pid)
         return sorted(found)
 

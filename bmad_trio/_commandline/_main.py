@@ -134,8 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_WINDOWS_MESSAGE = (
+    "bmad-trio: native Windows is not supported (it runs on Linux and macOS); run it in WSL"
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    if sys.platform == "win32":  # process containment needs POSIX sessions and signals
+        print(_WINDOWS_MESSAGE, file=sys.stderr)
+        return EXIT_PREFLIGHT
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
