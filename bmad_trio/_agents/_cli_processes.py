@@ -63,6 +63,7 @@ __all__ = [
     "CLIProcesses",
     "bundled_cli_path",
     "containment_mode",
+    "group_has_live_members",
     "orchestrator_pids",
     "pids_with_env",
     "private_dir_prefix",
@@ -162,6 +163,18 @@ def pids_with_env(name: str, value: str) -> list[int]:
             if proc.pid != own and proc.environ().get(name) == value:
                 found.append(proc.pid)
     return found
+
+
+def group_has_live_members(pgid: int) -> bool:
+    """Whether a process of process group ``pgid`` is running (zombies do not count). A full
+    scan (~1 ms per hundred processes)."""
+    import psutil
+
+    for proc in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getpgid(proc.pid) == pgid and not _gone(proc):
+                return True
+    return False
 
 
 # --- temp dirs ---------------------------------------------------------------------------------
