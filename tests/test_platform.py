@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ from bmad_trio import ConfigValueError
 from bmad_trio._agents import _cli_processes as layer
 from bmad_trio._agents._cli_processes import CLIProcesses, containment_mode
 from bmad_trio._commandline import _main
+from bmad_trio._commandline._demo import scaffold_demo
 from bmad_trio._commandline._doctor import check_containment
 
 # --- native Windows ----------------------------------------------------------------------------
@@ -137,3 +139,26 @@ def test_doctor_says_which_path_is_in_use(monkeypatch: pytest.MonkeyPatch) -> No
     assert not bad.ok
     assert bad.fatal
     assert "BMAD_TRIO_CONTAINMENT" in bad.hint
+
+
+def test_run_with_an_unknown_containment_path_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    """Bad input is exit 2, before the preflight's exit 3 (no credentials here)."""
+    project = scaffold_demo(tmp_path / "demo").root
+    unset = ("BMAD_TRIO", "ANTHROPIC_", "CLAUDE_CODE_OAUTH")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(unset)},
+        "BMAD_TRIO_CONTAINMENT": "bsd",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bmad_trio", "run", "1", "--project", str(project)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "bmad-trio: error: BMAD_TRIO_CONTAINMENT='bsd': expected auto, linux-native or portable"
+    )
+    assert not (project / ".bmad-trio").exists()

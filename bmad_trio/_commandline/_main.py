@@ -218,10 +218,13 @@ def _console(stderr: bool = False) -> Console:
 
 
 def _preflight(config: RunConfig, env: dict[str, str]) -> None:
-    """The cheap part of ``doctor`` (CLI present, auth configured) before anything is spent."""
+    """The cheap part of ``doctor`` (containment path known, CLI present, auth configured) before
+    anything is spent. A bad ``BMAD_TRIO_CONTAINMENT`` is a ConfigError (exit 2)."""
+    from .._agents._cli_processes import containment_mode
     from .._errors import PreflightError
     from ._doctor import check_auth, find_cli
 
+    containment_mode(env)
     cli, detail = find_cli(env, config.cli_path)
     if cli is None:
         raise PreflightError(f"Claude Code CLI not found: {detail} (run `bmad-trio doctor`)")
