@@ -1,11 +1,19 @@
-"""Sessions: ``nox`` runs tests on trio and asyncio, the trio embedding tests, lint and typecheck."""
+"""Sessions: ``nox`` runs tests on trio and asyncio, the real-CLI tests again on the portable
+containment path (the one macOS uses), the trio embedding tests, lint and typecheck."""
 
 from __future__ import annotations
 
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["tests-trio", "tests-asyncio", "embed", "lint", "typecheck"]
+nox.options.sessions = [
+    "tests-trio",
+    "tests-asyncio",
+    "tests-portable",
+    "embed",
+    "lint",
+    "typecheck",
+]
 nox.options.error_on_missing_interpreters = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -19,9 +27,9 @@ def _install_project(session: nox.Session, *extra: str) -> None:
     session.install(".", *extra)
 
 
-def _pytest(session: nox.Session, *args: str) -> None:
+def _pytest(session: nox.Session, *args: str, env: dict[str, str] | None = None) -> None:
     # pytest exits 5 when it collects no test: nox counts that as a failure, so an empty run fails.
-    session.run("python", "-m", "pytest", *args, *session.posargs)
+    session.run("python", "-m", "pytest", *args, *session.posargs, env=env)
 
 
 @nox.session(name="tests-trio")
@@ -36,6 +44,24 @@ def tests_asyncio(session: nox.Session) -> None:
     """The test suite on the asyncio backend (anyio plugin; pytest-trio disabled)."""
     _install_project(session, *TEST_DEPS)
     _pytest(session, "-p", "no:trio", "--ignore=tests/embed", "--backends=asyncio")
+
+
+@nox.session(name="tests-portable")
+def tests_portable(session: nox.Session) -> None:
+    """The tests that start real CLIs (``-m e2e``: every process the containment layer handles),
+    on trio, with the Linux-only mechanisms off (``BMAD_TRIO_CONTAINMENT=portable``): the path
+    macOS uses, run here. The other tests use no process of their own (MockAgentRunner).
+
+    Left out, to keep CI time in check: the 200-session soak and the benchmark smoke runs, which
+    measure throughput and memory, not containment (~6 of the ~17 minutes this took on a loaded
+    2-core machine)."""
+    _install_project(session, *TEST_DEPS)
+    _pytest(
+        session,
+        *("-p", "no:trio", "--ignore=tests/embed", "--backends=trio", "-m", "e2e"),
+        *("--ignore=tests/e2e/test_session_soak.py", "--ignore=tests/test_bench.py"),
+        env={"BMAD_TRIO_CONTAINMENT": "portable"},
+    )
 
 
 @nox.session

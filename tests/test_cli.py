@@ -334,7 +334,8 @@ def test_doctor_against_an_unreachable_api_exits_3_naming_the_check(demo_dir: Pa
     rows = [line for line in done.stdout.splitlines() if "FAIL" in line]
     assert rows, done.stdout
     assert any("API" in row and url in row and "unreachable" in row for row in rows), rows
-    for check in ("Claude Code CLI", "auth", "gate compile", "gate unittest", "BMAD layout"):
+    checks = ("Claude Code CLI", "process containment", "auth", "gate compile", "gate unittest")
+    for check in (*checks, "BMAD layout"):
         assert check in done.stdout
     assert "sk-test-secret-value" not in done.stdout + done.stderr
     assert not (demo_dir / ".bmad-trio").exists()

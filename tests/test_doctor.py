@@ -352,6 +352,7 @@ async def test_run_checks_in_order_and_the_exit_decision(tmp_path: Path) -> None
         refused = await run_checks(tmp_path, env=env, cli_path=cli, gates=gates, client=refusing)
     assert [r.name for r in results] == [
         "Claude Code CLI",
+        "process containment",
         "auth",
         "API",
         "gate pytest",
@@ -360,9 +361,15 @@ async def test_run_checks_in_order_and_the_exit_decision(tmp_path: Path) -> None
     assert not preflight_failed(results)  # a missing gate tool and plain layout only warn
     assert preflight_failed(refused)
     offline = await run_checks(tmp_path, env={}, cli_path=cli, gates=(), api=False)
-    assert [r.name for r in offline] == ["Claude Code CLI", "auth", "gates", "BMAD layout"]
-    assert not offline[2].ok
-    assert "none configured and none detected" in offline[2].detail
+    assert [r.name for r in offline] == [
+        "Claude Code CLI",
+        "process containment",
+        "auth",
+        "gates",
+        "BMAD layout",
+    ]
+    assert not offline[3].ok
+    assert "none configured and none detected" in offline[3].detail
     assert preflight_failed(offline)  # no credentials
     text = text_of(results + refused)
     assert KEY not in text

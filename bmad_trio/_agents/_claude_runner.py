@@ -74,7 +74,7 @@ _RESET_EPOCH = re.compile(r"\|(\d{10})\b")
 _MAX_TARGET = 200
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _KILL_WAIT_S = 5.0
-"""How long a finished session waits for SIGKILLed processes to vanish from /proc."""
+"""How long a finished session waits for its SIGKILLed processes to be gone."""
 _CLOSE_WAIT_S = 10.0
 """How long :meth:`ClaudeAgentRunner.aclose` waits for running sessions to unwind."""
 

@@ -1,29 +1,32 @@
 """The one platform layer for process containment: start, find and kill every Claude Code CLI
 process and everything it starts, and make them die with the orchestrator.
 
-How a session is contained:
+Two paths, chosen once when a :class:`CLIProcesses` is created (``BMAD_TRIO_CONTAINMENT``:
+``auto``, the default, ``linux-native`` or ``portable``; see :func:`containment_mode`):
+**linux-native** where Linux offers strictly better mechanisms, **portable** everywhere else
+(macOS), and on Linux when asked for, so that the path macOS uses is tested here too. Processes
+are enumerated with psutil on both paths; nothing here parses ``/proc`` by hand.
 
 - **A supervisor per session.** The SDK starts the CLI through ``cli_path``; that is a two-line
-  shell script which execs *this file* as a supervisor (``python -I -S _cli_process.py``; standard
-  library only, ~20 ms). The supervisor starts the real CLI as its child, forwards SIGTERM, SIGINT
-  and SIGHUP to it, and when the CLI exits, kills whatever the CLI left running before it exits
-  itself (so a session that ends normally leaves nothing, and the orchestrator scans nothing).
-- **Linux: a child subreaper.** The supervisor sets ``PR_SET_CHILD_SUBREAPER``, so a tool that is
-  orphaned (``setsid``, ``nohup … &``, a double fork, ``env -i``) is re-parented to the supervisor
-  instead of init: "every descendant of the supervisor" is every process of the session, whatever
-  it did to its environment, process group or session.
-- **Everywhere: a tag.** Each session's environment carries ``BMAD_TRIO_SESSION=<tag>`` and
-  ``BMAD_TRIO_ORCHESTRATOR_PID``. Without a subreaper (macOS, or a supervisor killed from outside)
-  the tag finds processes that left the tree; a process that both drops the tag and leaves the tree
-  there is out of reach (see docs/architecture.md, "Process cleanup").
+  shell script which execs *this file* as a supervisor (``python -I -S _cli_processes.py``; standard
+  library only until its CLI runs). The supervisor starts the real CLI as its child, forwards
+  SIGTERM, SIGINT and SIGHUP to it, and when the CLI exits, kills whatever the CLI left running
+  before it exits itself (so a session that ends normally leaves nothing).
+- **Who belongs to a session.** linux-native: the supervisor is a child subreaper
+  (``PR_SET_CHILD_SUBREAPER``), so a tool that orphans itself (``setsid``, ``nohup … &``, a double
+  fork, ``env -i``) is re-parented to it, and "the supervisor's descendants" is every process of
+  the session. portable: the supervisor's descendants, plus every process in the supervisor's own
+  POSIX session (it calls ``setsid``; an orphan keeps its session id), plus every process whose
+  environment carries the session's tag ``BMAD_TRIO_SESSION=<tag>`` (readable on Linux; on macOS
+  only for processes that are not hardened, so there it is a best effort).
 - **Stopping a session** (:meth:`CLIProcesses.kill_session`, from a worker thread): SIGKILL the
-  supervisor's descendants and ask the supervisor (SIGUSR1) to do the same and exit; "gone" is
-  when the supervisor has exited, which it does only once its tree is empty. A ``<tag>.killed``
-  marker stops a supervisor that has not started its CLI yet.
-- **Dying with the orchestrator.** Linux: the supervisor blocks on a *lifeline*, a pipe whose only
-  write end the orchestrator holds (opened through ``/proc/<pid>/fd``); when the orchestrator dies,
-  even by SIGKILL, or closes the runner, the pipe reaches EOF and the supervisor kills its tree.
-  Elsewhere the supervisor polls (0.2 s) for a new parent or a removed session directory.
+  session's processes and ask the supervisor (SIGUSR1) to do the same and exit; "gone" is when the
+  supervisor has exited, which it does only once its session is empty. A ``<tag>.killed`` marker
+  stops a supervisor that has not started its CLI yet.
+- **Dying with the orchestrator.** linux-native: the supervisor blocks on a *lifeline*, a pipe
+  whose only write end the orchestrator holds (opened through ``/proc/<pid>/fd``); when the
+  orchestrator dies, even by SIGKILL, or closes the runner, the pipe reaches EOF at once.
+  portable: the supervisor polls (0.2 s) for a new parent or a removed session directory.
   (``PR_SET_PDEATHSIG`` is tied to the thread that forked, and trio forks from worker threads that
   come and go, so it is not used.)
 - **Temp dirs.** Each runner's files (wrapper, session records, the CLI's config and transcripts)
@@ -48,14 +51,19 @@ import time
 # needs (halving its start-up); the orchestrator's side imports the rest where it uses it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Mapping
     from pathlib import Path
 
     import psutil
 
 __all__ = [
+    "CONTAINMENT_ENV",
+    "LINUX_NATIVE",
+    "PORTABLE",
     "CLIProcesses",
     "bundled_cli_path",
+    "containment_mode",
+    "group_has_live_members",
     "orchestrator_pids",
     "pids_with_env",
     "private_dir_prefix",
@@ -65,11 +73,17 @@ __all__ = [
 
 SESSION_TAG = "BMAD_TRIO_SESSION"
 ORCHESTRATOR_PID = "BMAD_TRIO_ORCHESTRATOR_PID"
+CONTAINMENT_ENV = "BMAD_TRIO_CONTAINMENT"
+"""``auto`` (default), ``linux-native`` or ``portable``; read once per :class:`CLIProcesses`. The
+session's environment carries the path in use under the same name, so the supervisor (and a
+bmad-trio started by a tool) follows it."""
+LINUX_NATIVE = "linux-native"
+PORTABLE = "portable"
 _CLI = "BMAD_TRIO_CLI"
 _LIFELINE_FD = "BMAD_TRIO_LIFELINE_FD"
 _SESSIONS = "BMAD_TRIO_SESSIONS_DIR"
-_CONTAINMENT = "BMAD_TRIO_CONTAINMENT"
-"""``linux`` (subreaper, lifeline through /proc) or ``portable`` (polling, tags only)."""
+_PSUTIL_HOME = "BMAD_TRIO_PSUTIL_HOME"
+"""The directory psutil is imported from: the supervisor runs with ``-I -S`` (no site-packages)."""
 
 _DIR_PREFIX = "bmad-trio-cli-"
 _LEGACY_DIR_AGE_S = 24 * 3600.0
@@ -79,7 +93,33 @@ _PR_SET_CHILD_SUBREAPER = 36
 _POLL_S = 0.2
 _KILLED_EXIT = 128 + signal.SIGKILL
 
-_LINUX = sys.platform.startswith("linux") and os.path.isdir("/proc/self/fd")
+
+def linux_native_available() -> bool:
+    """Linux with a ``/proc`` to open the lifeline through (WSL 2 included)."""
+    return sys.platform.startswith("linux") and os.path.isdir("/proc/self/fd")
+
+
+def containment_mode(environ: Mapping[str, str] | None = None) -> str:
+    """The containment path ``BMAD_TRIO_CONTAINMENT`` in ``environ`` (default ``os.environ``) asks
+    for: ``linux-native`` or ``portable``. Unset or ``auto``: linux-native where it is available.
+
+    Raises :class:`~bmad_trio.ConfigValueError` for an unknown value, or for ``linux-native``
+    where it is not available.
+    """
+    wanted = (os.environ if environ is None else environ).get(CONTAINMENT_ENV, "").strip()
+    if wanted in ("", "auto"):
+        return LINUX_NATIVE if linux_native_available() else PORTABLE
+    if wanted == PORTABLE or (wanted == LINUX_NATIVE and linux_native_available()):
+        return wanted
+    from .._errors import ConfigValueError
+
+    if wanted == LINUX_NATIVE:
+        raise ConfigValueError(
+            f"{CONTAINMENT_ENV}={LINUX_NATIVE}: needs Linux with /proc (use auto or portable)"
+        )
+    raise ConfigValueError(
+        f"{CONTAINMENT_ENV}={wanted!r}: expected auto, {LINUX_NATIVE} or {PORTABLE}"
+    )
 
 
 def bundled_cli_path() -> Path | None:
@@ -109,30 +149,32 @@ def orchestrator_pids(pid: int) -> list[int]:
 
 def pids_with_env(name: str, value: str) -> list[int]:
     """Live processes (not this one) whose environment has ``name=value``. A full scan: call it
-    from a worker thread in async code."""
-    needle = f"{name}={value}".encode()
-    own = os.getpid()
-    if not _LINUX:
-        import psutil
+    from a worker thread in async code.
 
-        found: list[int] = []
-        for proc in psutil.process_iter():
-            with contextlib.suppress(psutil.Error):
-                if proc.pid != own and proc.environ().get(name) == value:
-                    found.append(proc.pid)
-        return found
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == own:
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as handle:
-                environ = handle.read()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0"):
-            found.append(int(entry.name))
+    Environments this user may read: every one of its processes on Linux; on macOS (Big Sur and
+    later) only processes that are not hardened, so there this finds some processes, not all.
+    """
+    import psutil
+
+    own = os.getpid()
+    found: list[int] = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.pid != own and proc.environ().get(name) == value:
+                found.append(proc.pid)
     return found
+
+
+def group_has_live_members(pgid: int) -> bool:
+    """Whether a process of process group ``pgid`` is running (zombies do not count). A full
+    scan (~1 ms per hundred processes)."""
+    import psutil
+
+    for proc in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getpgid(proc.pid) == pgid and not _gone(proc):
+                return True
+    return False
 
 
 # --- temp dirs ---------------------------------------------------------------------------------
@@ -205,23 +247,27 @@ exec {python} -I -S {supervisor} "$@"
 class CLIProcesses:
     """Owns one runner's temp dir, the lifeline pipe and the wrapper every CLI is started through.
 
-    Creating it removes stale temp dirs of dead owners (blocking, once per runner). Close it when
-    no session runs any more: every CLI still running then dies (through its supervisor).
-    ``portable`` forces the non-Linux fallback (no subreaper, no lifeline; for tests).
+    Creating it reads ``BMAD_TRIO_CONTAINMENT`` once (unless ``containment`` is given) and records
+    the path in :attr:`containment`, and removes stale temp dirs of dead owners (blocking, once per
+    runner). Close it when no session runs any more: every CLI still running then dies (through
+    its supervisor).
     """
 
-    def __init__(self, cli_path: Path | None = None, *, portable: bool = False) -> None:
+    def __init__(self, cli_path: Path | None = None, *, containment: str | None = None) -> None:
         import shlex
         import tempfile
         from pathlib import Path
 
         import psutil
 
+        self.containment = containment_mode(
+            None if containment is None else {CONTAINMENT_ENV: containment}
+        )
+        """``linux-native`` or ``portable``: fixed for this object's life."""
         real = cli_path or bundled_cli_path() or _which_claude()
         if real is None:
             raise FileNotFoundError("Claude Code CLI not found (is claude-agent-sdk installed?)")
         self.real_cli = Path(real)
-        self.linux = _LINUX and not portable
         parent = Path(tempfile.gettempdir())
         remove_stale_dirs(parent)
         me = psutil.Process()
@@ -236,11 +282,17 @@ class CLIProcesses:
             )
         )
         self.wrapper.chmod(0o700)
+        self._psutil_home = str(Path(psutil.__file__).parent.parent)
         read_end, self._lifeline = os.pipe()
         os.close(read_end)  # only the write end lives here; supervisors open their own read ends
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid()}-{id(self):x}"
         self.closed = False
+
+    @property
+    def native(self) -> bool:
+        """The linux-native path: subreaper and lifeline."""
+        return self.containment == LINUX_NATIVE
 
     def session_env(self) -> tuple[dict[str, str], str]:
         """Environment for one CLI session, and the session's tag."""
@@ -251,7 +303,8 @@ class CLIProcesses:
             _CLI: str(self.real_cli),
             _LIFELINE_FD: str(self._lifeline),
             _SESSIONS: str(self.sessions),
-            _CONTAINMENT: "linux" if self.linux else "portable",
+            _PSUTIL_HOME: self._psutil_home,
+            CONTAINMENT_ENV: self.containment,
         }
         return env, tag
 
@@ -274,12 +327,20 @@ class CLIProcesses:
         doomed: list[psutil.Process] = []
         if supervisor is not None:
             doomed += _live_descendants(supervisor)
-            _signal(supervisor, signal.SIGUSR1)  # "kill your tree and exit"
-        if supervisor is None and not (self.sessions / f"{tag}.done").exists():
-            # No supervisor to ask, and none reported its tree empty: find the session by its tag.
-            doomed += _processes(tagged_pids(tag))
-        elif not self.linux:
-            doomed += _processes(tagged_pids(tag))  # no subreaper: orphans are found by tag only
+            if not self.native:
+                # No subreaper: the orphans of a Bash command (the CLI starts each in a session
+                # of its own) left the tree but kept their session. These sessions are taken
+                # now, so their ids are not reused; the supervisor adds those it saw earlier.
+                sessions = _sessions_of([supervisor, *doomed]) - {0, 1, os.getsid(0)}
+                seen = {supervisor.pid, *(proc.pid for proc in doomed)}
+                doomed += _in_sessions(sessions, skip=seen)
+            _signal(supervisor, signal.SIGUSR1)  # "kill your session and exit"
+        if not self.native or not (supervisor is not None or self._reported_empty(tag)):
+            # No subreaper, or no supervisor to ask and none reported its session empty: orphans
+            # that left the session too are found by their tag (where environments are readable).
+            # (Not the supervisor, which carries the tag too: it still has its part to do.)
+            spared = supervisor.pid if supervisor is not None else None
+            doomed += _processes(pid for pid in tagged_pids(tag) if pid != spared)
         for proc in doomed:
             _signal(proc, signal.SIGKILL)
         watched = [*doomed, *([supervisor] if supervisor is not None else [])]
@@ -290,6 +351,9 @@ class CLIProcesses:
                 _signal(proc, signal.SIGKILL)
             _wait_gone([*stragglers, supervisor], time.monotonic() + 1.0)
         return len(watched)
+
+    def _reported_empty(self, tag: str) -> bool:
+        return (self.sessions / f"{tag}.done").exists()
 
     def _supervisor(self, tag: str) -> psutil.Process | None:
         """The session's supervisor if it is still our (unreaped, so not reused) child."""
@@ -321,6 +385,31 @@ class CLIProcesses:
         self.close()
 
 
+def _sessions_of(procs: Iterable[psutil.Process]) -> set[int]:
+    """The POSIX session ids of ``procs`` (those still there)."""
+    found: set[int] = set()
+    for proc in procs:
+        with contextlib.suppress(OSError):
+            found.add(os.getsid(proc.pid))
+    return found
+
+
+def _in_sessions(sessions: set[int], skip: set[int]) -> list[psutil.Process]:
+    """Live processes (not zombies, not in ``skip``) in one of ``sessions``: one full scan."""
+    import psutil
+
+    found: list[psutil.Process] = []
+    if not sessions:
+        return found
+    for proc in psutil.process_iter():
+        if proc.pid in skip:
+            continue
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getsid(proc.pid) in sessions and not _gone(proc):
+                found.append(proc)
+    return found
+
+
 def _processes(pids: Iterable[int]) -> list[psutil.Process]:
     import psutil
 
@@ -332,11 +421,9 @@ def _processes(pids: Iterable[int]) -> list[psutil.Process]:
 
 
 def _live_descendants(proc: psutil.Process) -> list[psutil.Process]:
-    """One snapshot of parent links (Linux: /proc/*/stat, ~5x cheaper than psutil's)."""
+    """Descendants of ``proc`` that have not exited, from one snapshot of parent links."""
     import psutil
 
-    if _LINUX:
-        return _processes(_descendants(proc.pid, linux=True))
     try:
         children = proc.children(recursive=True)
     except psutil.Error:
@@ -398,53 +485,96 @@ def _become_subreaper() -> bool:
         return False
 
 
-def _children_map(linux: bool) -> dict[int, list[int]]:
-    """Parent pid -> live (not zombie) child pids, for every process we can see."""
-    children: dict[int, list[int]] = {}
-    for pid, ppid in _parent_links(linux):
-        children.setdefault(ppid, []).append(pid)
-    return children
+def _import_psutil() -> None:
+    """Make psutil importable: the supervisor runs with ``-I -S``, without site-packages."""
+    home = os.environ.get(_PSUTIL_HOME)
+    if home and home not in sys.path:
+        sys.path.append(home)
+    import psutil  # noqa: F401  # pyright: ignore[reportUnusedImport]
 
 
-def _parent_links(linux: bool) -> Iterator[tuple[int, int]]:
-    if linux:
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
+class _Members:
+    """Who belongs to this supervisor's session (the supervisor's side; see the module docstring).
+
+    linux-native: our descendants (we are their subreaper). portable: our descendants, every
+    process in a POSIX session one of them was seen in (the CLI starts each Bash command in a
+    session of its own; an orphan keeps its session id), and every process carrying our tag.
+    """
+
+    def __init__(self, native: bool, tag: str, orchestrator: int) -> None:
+        self.native = native
+        self._tag = tag
+        self._me = os.getpid()
+        self._outside = {0, 1}
+        """Sessions that are not ours: none, init's, and the orchestrator's (the user's shell)."""
+        with contextlib.suppress(OSError):
+            self._outside.add(os.getsid(orchestrator))
+        self._sessions: dict[int, float | None] = {}
+        """Session id -> its leader's start time when first seen (None: the leader had gone)."""
+
+    def note_sessions(self) -> None:
+        """portable: remember the sessions our descendants are in now (called every poll)."""
+        if not self.native:
+            self._note(self._tree())
+
+    def current(self) -> list[int]:
+        """Every live member now (one scan)."""
+        found = set(self._tree())
+        if self.native:
+            return sorted(found)
+        import psutil
+
+        self._note(found)
+        found.update(p.pid for p in _in_sessions(self._live_sessions(), skip={self._me, *found}))
+        for proc in psutil.process_iter():
+            if proc.pid in found or proc.pid == self._me:
                 continue
+            with contextlib.suppress(psutil.Error):
+                # macOS shows only some environments (not hardened processes'): a best effort
+                if proc.environ().get(SESSION_TAG) == self._tag:
+                    found.add(proc.pid)
+        return sorted(found)
+
+    def _tree(self) -> list[int]:
+        import psutil
+
+        try:
+            children = psutil.Process(self._me).children(recursive=True)
+        except psutil.Error:
+            return []
+        return [child.pid for child in children if not _gone(child)]
+
+    def _note(self, pids: Iterable[int]) -> None:
+        import psutil
+
+        for pid in [self._me, *pids]:
             try:
-                with open(f"/proc/{name}/stat", "rb") as handle:
-                    data = handle.read()
+                sid = os.getsid(pid)
             except OSError:
                 continue
-            fields = data[data.rindex(b")") + 2 :].split()  # after "(comm)", which may hold spaces
-            if fields[0] not in (b"Z", b"X"):
-                yield int(name), int(fields[1])
-        return
-    import subprocess
+            if sid in self._outside or sid in self._sessions:
+                continue
+            try:
+                self._sessions[sid] = psutil.Process(sid).create_time()
+            except psutil.Error:
+                self._sessions[sid] = None
 
-    with subprocess.Popen(
-        ["ps", "-A", "-o", "pid=", "-o", "ppid=", "-o", "stat="],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as ps:
-        listing, _ = ps.communicate()
-    for line in listing.splitlines():
-        parts = line.split()
-        # ps lists itself, as our child: leave it out, or we would wait for it forever
-        if len(parts) >= 3 and not parts[2].startswith("Z") and int(parts[0]) != ps.pid:
-            yield int(parts[0]), int(parts[1])
+    def _live_sessions(self) -> set[int]:
+        """Our sessions whose id was not reused: an id stays taken while any member of the
+        session lives, so a leader with another start time means every member had gone."""
+        import psutil
 
-
-def _descendants(root: int, linux: bool) -> list[int]:
-    children = _children_map(linux)
-    found: list[int] = []
-    stack = list(children.get(root, []))
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack.extend(children.get(pid, []))
-    return found
+        live: set[int] = set()
+        for sid, started in self._sessions.items():
+            try:
+                if started is not None and abs(psutil.Process(sid).create_time() - started) > 0.05:
+                    continue
+            except psutil.NoSuchProcess:
+                pass
+            except psutil.Error:
+                continue
+            live.add(sid)
+        return live
 
 
 def _reap() -> Iterator[tuple[int, int]]:
@@ -459,11 +589,11 @@ def _reap() -> Iterator[tuple[int, int]]:
         yield pid, os.waitstatus_to_exitcode(status)
 
 
-def _kill_tree(linux: bool, keep: int | None = None) -> int | None:
-    """SIGKILL every descendant until none is left; the exit code of ``keep`` if it was reaped."""
+def _kill_tree(members: _Members, keep: int | None = None) -> int | None:
+    """SIGKILL every member until none is left; the exit code of ``keep`` if it was reaped."""
     code: int | None = None
     for _ in range(200):  # bounded: a fork bomb cannot keep us here
-        pids = _descendants(os.getpid(), linux)
+        pids = members.current()
         for pid, exit_code in _reap():
             if pid == keep:
                 code = exit_code
@@ -492,9 +622,14 @@ def _supervise(argv: list[str]) -> int:
     env = os.environ
     tag, sessions = env[SESSION_TAG], env[_SESSIONS]
     orchestrator = int(env[ORCHESTRATOR_PID])
-    linux = env.get(_CONTAINMENT) == "linux"
-    if linux:
+    native = env.get(CONTAINMENT_ENV) == LINUX_NATIVE
+    if native:
         _become_subreaper()  # best effort: without it, orphans are found by their tag only
+    else:
+        # A session of our own: an orphan keeps its session id, so it is still found as ours.
+        # (We are not a process group leader, the SDK starts us in the orchestrator's group.)
+        with contextlib.suppress(OSError):
+            os.setsid()
     _write_atomic(os.path.join(sessions, f"{tag}.pid"), str(os.getpid()))
     # The pid file is written before the marker is read, and the orchestrator writes the marker
     # before it reads the pid file: either we see the marker, or it sees us (and signals us).
@@ -511,7 +646,7 @@ def _supervise(argv: list[str]) -> int:
     selector = selectors.DefaultSelector()
     selector.register(wake_read, selectors.EVENT_READ)
     lifeline: int | None = None
-    if linux:
+    if native:
         try:
             lifeline = os.open(f"/proc/{orchestrator}/fd/{env[_LIFELINE_FD]}", os.O_RDONLY)
         except OSError:
@@ -521,6 +656,8 @@ def _supervise(argv: list[str]) -> int:
 
     real = env[_CLI]
     cli = os.posix_spawn(real, [real, *argv[1:]], dict(env))
+    _import_psutil()  # now, while the CLI starts (~1 s), not when the session ends and time counts
+    members = _Members(native, tag, orchestrator)
     code: int | None = None
     stop = False
     while code is None and not stop:
@@ -543,7 +680,8 @@ def _supervise(argv: list[str]) -> int:
                 code = exit_code
         if lifeline is None and (os.getppid() != orchestrator or not os.path.isdir(sessions)):
             stop = True
-    reaped = _kill_tree(linux, keep=cli)
+        members.note_sessions()
+    reaped = _kill_tree(members, keep=cli)
     if code is None:
         code = reaped if reaped is not None else -signal.SIGKILL
     with contextlib.suppress(OSError):

@@ -35,6 +35,7 @@ __all__ = [
     "check_auth",
     "check_bmad_layout",
     "check_cli",
+    "check_containment",
     "check_gate_tools",
     "checks_table",
     "find_cli",
@@ -395,6 +396,28 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
+# --- process containment ---------------------------------------------------------------------------
+
+_CONTAINMENT_DETAIL: Final = {
+    "linux-native": "linux-native (child subreaper, lifeline pipe)",
+    "portable": "portable (process tree and session ids, polling; the path macOS uses)",
+}
+
+
+def check_containment(env: Mapping[str, str]) -> CheckResult:
+    """Which process-containment path a run would use (``BMAD_TRIO_CONTAINMENT`` in ``env``)."""
+    from .._agents._cli_processes import CONTAINMENT_ENV, containment_mode
+    from .._errors import ConfigError
+
+    name = "process containment"
+    try:
+        mode = containment_mode(env)
+    except ConfigError as error:
+        hint = f"unset {CONTAINMENT_ENV}, or set it to auto, linux-native or portable"
+        return CheckResult(name=name, ok=False, detail=str(error), hint=hint, fatal=True)
+    return CheckResult(name=name, ok=True, detail=_CONTAINMENT_DETAIL[mode])
+
+
 # --- all together ---------------------------------------------------------------------------------
 
 
@@ -409,7 +432,8 @@ async def run_checks(
     cli_timeout_s: float = 10.0,
     api_timeout_s: float = 5.0,
 ) -> list[CheckResult]:
-    """Every check, in a fixed order: CLI, auth, API (unless ``api=False``), gates, layout.
+    """Every check, in a fixed order: CLI, containment, auth, API (unless ``api=False``), gates,
+    layout.
 
     The CLI and API checks run concurrently. Cancellation stops both (the subprocess is killed).
     """
@@ -428,6 +452,7 @@ async def run_checks(
             group.start_soon(api_check)
     return [
         *cli_result,
+        check_containment(env),
         check_auth(env),
         *api_result,
         *(check_gate_tools(project, gates, env) if gates else [no_gates_result()]),

@@ -156,8 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_WINDOWS_MESSAGE = (
+    "bmad-trio: native Windows is not supported (it runs on Linux and macOS); run it in WSL"
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    if sys.platform == "win32":  # process containment needs POSIX sessions and signals
+        print(_WINDOWS_MESSAGE, file=sys.stderr)
+        return EXIT_PREFLIGHT
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -235,10 +243,13 @@ def _console(stderr: bool = False) -> Console:
 
 
 def _preflight(config: RunConfig, env: dict[str, str]) -> None:
-    """The cheap part of ``doctor`` (CLI present, auth configured) before anything is spent."""
+    """The cheap part of ``doctor`` (containment path known, CLI present, auth configured) before
+    anything is spent. A bad ``BMAD_TRIO_CONTAINMENT`` is a ConfigError (exit 2)."""
+    from .._agents._cli_processes import containment_mode
     from .._errors import PreflightError
     from ._doctor import check_auth, find_cli
 
+    containment_mode(env)
     cli, detail = find_cli(env, config.cli_path)
     if cli is None:
         raise PreflightError(f"Claude Code CLI not found: {detail} (run `bmad-trio doctor`)")

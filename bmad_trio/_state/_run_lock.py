@@ -7,7 +7,10 @@ is closed or the holding process dies, even by SIGKILL, so a stale lock never ne
 file itself is left in place on purpose (deleting a flock'ed file races with the next locker).
 
 Taking and releasing the lock never blocks, so the same object works as a sync and an async context
-manager, and neither is a cancellation point. POSIX only (``fcntl``).
+manager, and neither is a cancellation point. POSIX only (``fcntl``): ``flock`` behaves the same on
+Linux and macOS (whole-file locks tied to the open file, dropped when the holder dies); native Windows
+never gets here (the command refuses it first). A project on NFS may not support ``flock`` on Linux;
+the error then names the file.
 """
 
 from __future__ import annotations

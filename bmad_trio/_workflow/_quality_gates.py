@@ -27,6 +27,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from .._agents._cli_processes import group_has_live_members
 from .._config import GateCommand
 from .._errors import GateError
 from .._state._redact import Redactor
@@ -170,26 +171,8 @@ def _group_alive(pgid: int) -> bool:
 
     Zombies do not count: the group's orphans are reaped by init (or a subreaper), which may take
     its time (about a second, measured in a container), and ``killpg(pgid, 0)`` still finds them.
-    Where there is no ``/proc`` a zombie counts as alive.
     """
-    if not _signal_group(pgid, 0):
-        return False
-    try:
-        entries = list(os.scandir("/proc"))
-    except OSError:
-        return True
-    for entry in entries:
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        # After "(comm)": state, ppid, pgrp, ...
-        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
+    return _signal_group(pgid, 0) and group_has_live_members(pgid)
 
 
 async def _wait_group_gone(pgid: int) -> None:

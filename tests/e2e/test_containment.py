@@ -49,10 +49,19 @@ def _long_tool(marker: Path, seconds: str) -> str:
 
 
 def _escaping_tool(seconds: str) -> str:
-    """Starts a process without our environment (no tag), in a session of its own, orphaned."""
-    return (
-        f"env -i setsid {PY} -c 'import time; time.sleep({seconds})' </dev/null >/dev/null 2>&1 &"
-    )
+    """Starts a process without our environment (no tag), in a session of its own, orphaned.
+
+    On the portable path it keeps its environment (its tag): there a tool that drops its tag,
+    leaves its session and orphans itself at once is out of reach (docs/architecture.md).
+    """
+    drop_tag = "" if layer.containment_mode() == layer.PORTABLE else "env -i "
+    return f"{drop_tag}setsid {PY} -c 'import time; time.sleep({seconds})' </dev/null >/dev/null 2>&1 &"
+
+
+def _orphan_tool(seconds: str) -> str:
+    """Starts a process without our environment (no tag) and orphans it at once; it stays in the
+    POSIX session it was started in."""
+    return f"env -i sh -c '{PY} -c \"import time; time.sleep({seconds})\" </dev/null >/dev/null 2>&1 &'"
 
 
 def _with_cmdline(needle: str) -> list[psutil.Process]:
@@ -120,6 +129,11 @@ def _nothing_left(pid: int, *markers: str) -> Callable[[], bool]:
 async def test_a_tool_that_drops_its_tag_and_session_dies_with_the_session(
     tmp_path: Path, reap_stragglers: list[str]
 ) -> None:
+    if layer.containment_mode() == layer.PORTABLE:
+        pytest.skip(
+            "the portable path's known limit: a tool that drops its tag, leaves its session and "
+            "orphans itself before the session is stopped is out of reach (docs/architecture.md)"
+        )
     escapee = f"time.sleep(60.24{_RUN})"
     reap_stragglers.append(escapee)
     scenario = Scenario(
@@ -146,8 +160,11 @@ async def test_cancel_kills_a_tool_that_escaped_tag_and_session(
 ) -> None:
     marker = tmp_path / "running"
     escapee, slow = f"time.sleep(60.25{_RUN})", f"time.sleep(60.26{_RUN})"
-    reap_stragglers += [escapee, slow]
-    command = _escaping_tool(f"60.25{_RUN}") + " " + _long_tool(marker, f"60.26{_RUN}")
+    orphan = f"time.sleep(60.36{_RUN})"
+    reap_stragglers += [escapee, slow, orphan]
+    command = f"{_escaping_tool(f'60.25{_RUN}')} {_orphan_tool(f'60.36{_RUN}')}; " + _long_tool(
+        marker, f"60.26{_RUN}"
+    )
     scenario = Scenario(responders=[Rule(turn=1, reply=Reply.tools(Reply.bash(command)))])
     async with FakeAnthropicAPI(scenario) as api, _runner(api) as runner:
         with anyio.CancelScope() as scope:
@@ -162,7 +179,7 @@ async def test_cancel_kills_a_tool_that_escaped_tag_and_session(
                 await runner.run_session(_spec(tmp_path, "escape then work"))
         assert scope.cancelled_caught
         gone = await anyio.to_thread.run_sync(
-            _wait_for, _nothing_left(os.getpid(), escapee, slow), 10.0
+            _wait_for, _nothing_left(os.getpid(), escapee, slow, orphan), 10.0
         )
     assert gone, "a tool outlived its cancelled session"
 
@@ -242,9 +259,6 @@ from bmad_trio._agents._claude_runner import ClaudeAgentRunner
 from bmad_trio.testing import FakeAnthropicAPI, Reply, Rule, Scenario
 
 backend, command, cwd = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-if sys.argv[4:] == ["portable"]:
-    from bmad_trio._agents import _cli_processes as _cli_process
-    _cli_process._LINUX = False  # the non-Linux fallback: no subreaper, no lifeline, tags only
 
 async def main():
     scenario = Scenario(responders=[Rule(turn=1, reply=Reply.tools(Reply.bash(command)))])
@@ -263,16 +277,18 @@ else:
 
 
 def _start_orchestrator(
-    tmp_path: Path, backend: str, command: str, *options: str
+    tmp_path: Path, backend: str, command: str, containment: str | None = None
 ) -> subprocess.Popen[str]:
     """The orchestrator script in a process of its own, with a temp dir of its own (so no other
-    runner on the machine cleans up after it before the test looks)."""
+    runner on the machine cleans up after it before the test looks). It inherits this process's
+    containment path unless ``containment`` names one."""
     script = tmp_path / "orchestrator.py"
     script.write_text(textwrap.dedent(_ORCHESTRATOR))
     (tmp_path / "tmp").mkdir(exist_ok=True)
+    chosen = {layer.CONTAINMENT_ENV: containment} if containment else {}
     return subprocess.Popen(
-        [PY, str(script), backend, command, str(tmp_path), *options],
-        env={**os.environ, "TMPDIR": str(tmp_path / "tmp")},
+        [PY, str(script), backend, command, str(tmp_path)],
+        env={**os.environ, "TMPDIR": str(tmp_path / "tmp"), **chosen},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -288,11 +304,13 @@ def test_a_signalled_orchestrator_leaves_nothing_running(
 ) -> None:
     marker = tmp_path / "running"
     escapee, slow = f"time.sleep(60.28{_RUN})", f"time.sleep(60.29{_RUN})"
-    reap_stragglers += [escapee, slow]
+    orphan = f"time.sleep(60.37{_RUN})"
+    reap_stragglers += [escapee, slow, orphan]
     child = _start_orchestrator(
         tmp_path,
         backend,
-        _escaping_tool(f"60.28{_RUN}") + " " + _long_tool(marker, f"60.29{_RUN}"),
+        f"{_escaping_tool(f'60.28{_RUN}')} {_orphan_tool(f'60.37{_RUN}')}; "
+        + _long_tool(marker, f"60.29{_RUN}"),
     )
     try:
         assert child.stdout is not None
@@ -301,7 +319,7 @@ def test_a_signalled_orchestrator_leaves_nothing_running(
         assert child.poll() is None, child.communicate()
         signalled_at = time.monotonic()
         os.kill(child.pid, sig)
-        gone = _wait_for(_nothing_left(child.pid, escapee, slow), 20)
+        gone = _wait_for(_nothing_left(child.pid, escapee, slow, orphan), 20)
         gone_at = time.monotonic()
         _, stderr = child.communicate(timeout=30)
     finally:
@@ -327,8 +345,8 @@ def test_a_signalled_orchestrator_leaves_nothing_running(
 
 @pytest.fixture
 def portable(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Runners created in the test use the non-Linux fallback of the containment layer."""
-    monkeypatch.setattr(layer, "_LINUX", False)
+    """Runners created in the test use the portable path of the containment layer (macOS's)."""
+    monkeypatch.setenv(layer.CONTAINMENT_ENV, layer.PORTABLE)
 
 
 @pytest.mark.anyio
@@ -376,7 +394,9 @@ def test_portable_fallback_dies_with_a_sigkilled_orchestrator(
 ) -> None:
     marker = tmp_path / "running"
     reap_stragglers.append(f"time.sleep(60.34{_RUN})")
-    child = _start_orchestrator(tmp_path, "trio", _long_tool(marker, f"60.34{_RUN}"), "portable")
+    child = _start_orchestrator(
+        tmp_path, "trio", _long_tool(marker, f"60.34{_RUN}"), layer.PORTABLE
+    )
     try:
         assert _wait_for(lambda: marker.exists() or child.poll() is not None, 60)
         assert child.poll() is None, child.communicate()
