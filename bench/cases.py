@@ -85,10 +85,12 @@ async def epic_case(
     latency_s: float,
     delta_delay_s: float = 0.0,
     backend: str = "trio",
+    chains: int = 0,
 ) -> dict[str, Any]:
-    """Run an epic of ``stories`` stories with ``design`` ("new" or "original") to its end."""
+    """Run an epic of ``stories`` stories with ``design`` ("new" or "original") to its end
+    (``chains`` > 0: the stories form that many dependency chains)."""
     root = workdir / f"{design}-{stories}-{uuid.uuid4().hex[:8]}"
-    epic = make_project(root / "project", stories)
+    epic = make_project(root / "project", stories, chains=chains)
     clock, status = RequestClock(), StatusAnswer()
     tag = uuid.uuid4().hex
     out, err = root / "driver.json", root / "driver.stderr"

@@ -15,6 +15,7 @@ plus two responders in front of it:
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -45,26 +46,31 @@ _V4_WORDING = {
 }
 
 
-def epic_text(stories: int) -> str:
-    """An epic of ``stories`` independent stories (``1.1`` … ``1.N``), each with one criterion."""
+def epic_text(stories: int, *, chains: int = 0) -> str:
+    """An epic of ``stories`` stories (``1.1`` … ``1.N``), each with one criterion: independent,
+    or with ``chains`` > 0 in that many dependency chains (story n depends on story n - chains)."""
     parts = ["# Benchmark PRD", "", "## Epic 1: Benchmark features", ""]
     for number in range(1, stories + 1):
         parts += [
             f"### Story 1.{number}: Add feature {number}",
             f"As a user, I want feature {number}, so that the benchmark has work to do.",
             "",
-            "#### Acceptance Criteria",
-            f"1. feature {number} returns its message.",
-            "",
         ]
+        if chains and number > chains:
+            parts += [f"Depends on: 1.{number - chains}", ""]
+        parts += ["#### Acceptance Criteria", f"1. feature {number} returns its message.", ""]
     return "\n".join(parts)
 
 
-def make_project(root: Path, stories: int) -> Path:
-    """A fresh project under ``root`` with the epic at ``docs/prd/epic-1.md``; returns the epic."""
+def make_project(root: Path, stories: int, *, chains: int = 0) -> Path:
+    """A fresh project under ``root`` with the epic at ``docs/prd/epic-1.md``, committed as the
+    first commit of a new git repository (a run needs one); returns the epic."""
     epic = root / "docs" / "prd" / "epic-1.md"
     epic.parent.mkdir(parents=True)
-    epic.write_text(epic_text(stories))
+    epic.write_text(epic_text(stories, chains=chains))
+    identity = ("-c", "user.name=bench", "-c", "user.email=bench@bench.invalid")
+    for args in (("init", "-q"), ("add", "-A"), ("commit", "-q", "-m", "benchmark project")):
+        subprocess.run(["git", *identity, *args], cwd=root, check=True, capture_output=True)
     return epic
 
 

@@ -357,8 +357,11 @@ async def test_run_checks_in_order_and_the_exit_decision(tmp_path: Path) -> None
         "API",
         "gate pytest",
         "BMAD layout",
+        "git",
     ]
-    assert not preflight_failed(results)  # a missing gate tool and plain layout only warn
+    assert not preflight_failed(results)  # a missing gate tool, plain layout, no repo only warn
+    assert not results[-1].ok
+    assert "git init" in results[-1].detail  # tmp_path is no repository: what run needs
     assert preflight_failed(refused)
     offline = await run_checks(tmp_path, env={}, cli_path=cli, gates=(), api=False)
     assert [r.name for r in offline] == [
@@ -367,6 +370,7 @@ async def test_run_checks_in_order_and_the_exit_decision(tmp_path: Path) -> None
         "auth",
         "gates",
         "BMAD layout",
+        "git",
     ]
     assert not offline[3].ok
     assert "none configured and none detected" in offline[3].detail

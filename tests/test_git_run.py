@@ -21,6 +21,7 @@ from bmad_trio import (
     run_epic,
 )
 from bmad_trio._bmad import parse_story
+from bmad_trio._workflow._workspace import clean_worktrees
 from bmad_trio.testing import MockAgentRunner, parse_context
 
 pytestmark = pytest.mark.anyio
@@ -337,3 +338,29 @@ async def test_twenty_stories_at_jobs_4_all_land(tmp_path: Path) -> None:
     for n in range(1, 21):
         assert f"1.{n}: Feature number {n}" in subjects
     assert git(project, "worktree", "list").count(".bmad-trio") == 21  # kept until `clean`
+
+
+async def test_clean_removes_what_landed_and_keeps_the_rest(tmp_path: Path) -> None:
+    project = make_git_project(tmp_path / "project")
+    report = await run_epic(_config(project, finish="branch"), runner=DiskAgent().runner())
+    assert report.status == "done", report.failure_reason
+    worktrees = project / ".bmad-trio" / "worktrees" / report.run_id
+    dirty = next(p for p in worktrees.iterdir() if p.name != "_integration")
+    (dirty / "notes.txt").write_text("unsaved work in a story's worktree\n")
+    lines = await clean_worktrees(project)
+    kept = [line for line in lines if line.startswith("kept")]
+    removed = [line for line in lines if line.startswith("removed")]
+    assert len(removed) == 2, lines  # the two clean, landed stories
+    assert any(str(dirty) in line and "uncommitted changes" in line for line in kept), lines
+    assert any("_integration" in line and "not merged into main" in line for line in kept), lines
+    assert (dirty / "notes.txt").is_file()
+    branches = git(project, "branch", "--format=%(refname:short)").splitlines()
+    assert "bmad/epic-1" in branches
+    assert sum(b.startswith("bmad/epic-1-story-") for b in branches) == 1
+    # Once the run's branch is merged into main, clean takes it and its worktree too.
+    (dirty / "notes.txt").unlink()
+    git(project, "merge", "-q", "--ff-only", "bmad/epic-1")
+    lines = await clean_worktrees(project)
+    assert all(line.startswith("removed") for line in lines), lines
+    assert git(project, "branch", "--format=%(refname:short)").splitlines() == ["main"]
+    assert not worktrees.exists()

@@ -396,6 +396,22 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
+def check_git(project: Path) -> CheckResult:
+    """What ``run`` needs from git (a work tree with a commit, a clean checkout, a branch), without
+    changing anything. Not fatal here: ``run`` itself refuses (exit 2) and says the same."""
+    from .._git import describe_git_needs  # imported here: `--help` and the other checks stay fast
+
+    needs = describe_git_needs(project)
+    if not needs:
+        return CheckResult(name="git", ok=True, detail="a git work tree with a commit; ready to run")
+    return CheckResult(
+        name="git",
+        ok=False,
+        detail="; ".join(needs),
+        hint="run needs a git repository with a commit and a clean checkout (or --allow-dirty)",
+    )
+
+
 # --- process containment ---------------------------------------------------------------------------
 
 _CONTAINMENT_DETAIL: Final = {
@@ -433,7 +449,7 @@ async def run_checks(
     api_timeout_s: float = 5.0,
 ) -> list[CheckResult]:
     """Every check, in a fixed order: CLI, containment, auth, API (unless ``api=False``), gates,
-    layout.
+    layout, git.
 
     The CLI and API checks run concurrently. Cancellation stops both (the subprocess is killed).
     """
@@ -457,6 +473,7 @@ async def run_checks(
         *api_result,
         *(check_gate_tools(project, gates, env) if gates else [no_gates_result()]),
         check_bmad_layout(project),
+        check_git(project),
     ]
 
 

@@ -692,6 +692,18 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_clean(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .._workflow._workspace import clean_worktrees
+
+    project = _project(args)
+    lines = anyio.run(clean_worktrees, project)
+    for line in lines or ["nothing to clean: no worktrees of bmad-trio runs here"]:
+        print(line)
+    return EXIT_OK
+
+
 # -- doctor / fake-api ---------------------------------------------------------------------------
 
 
@@ -741,6 +753,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _cmd_run,
     "resume": _cmd_resume,
     "status": _cmd_status,
+    "clean": _cmd_clean,
     "plan": _cmd_plan,
     "demo": _cmd_demo,
     "doctor": _cmd_doctor,

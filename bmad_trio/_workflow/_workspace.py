@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import anyio
+import anyio.lowlevel
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -33,6 +34,8 @@ from .._bmad._textio import write_text_atomic
 from .._config import RunConfig
 from .._errors import GitError, ProjectError
 from .._events import Event, MergeConflict, StoryMerged
+from .._git._worktrees import INTEGRATION_DIR_NAME
+from .._state._paths import run_dir, worktrees_dir
 
 __all__ = [
     "CheckoutWorkspace",
@@ -530,3 +533,74 @@ def read_record(run_dir: Path) -> GitRecord | None:
         return GitRecord.read(run_dir / _GIT_FILE)
     except GitError:
         return None
+
+
+# -- cleaning up --------------------------------------------------------------------------------
+
+
+async def clean_worktrees(project: Path) -> list[str]:
+    """``bmad-trio clean``: remove the worktrees and branches of stories that have landed, and of
+    runs whose branch is merged into the user's branch; keep everything else (unmerged, or with
+    uncommitted changes). One line per worktree: what was removed, or what was kept and why.
+
+    Story worktrees go first, so a run's branch is still there to tell what landed. Cancellation
+    kills the git command in flight; running ``clean`` again finishes the job.
+    """
+    lines: list[str] = []
+    if not worktrees_dir(project).is_dir():
+        await anyio.lowlevel.checkpoint()
+        return lines
+    infos = await _git.list_worktrees(project)
+    for info in sorted(infos, key=lambda i: i.path.name == INTEGRATION_DIR_NAME):
+        branch = info.branch or "(no branch)"
+        if info.path.name == INTEGRATION_DIR_NAME:
+            record = read_record(run_dir(project, info.run_id))
+            base = record.user_branch if record is not None else None
+            merged = (
+                base is not None
+                and info.branch is not None
+                and (
+                    await _git.git(
+                        "merge-base", "--is-ancestor", info.branch, base, cwd=project, check=False
+                    )
+                ).ok
+            )
+            if not info.clean:
+                lines.append(f"kept {info.path} ({branch}): uncommitted changes")
+            elif not merged:
+                into = base or "your branch"
+                lines.append(
+                    f"kept {info.path} ({branch}): not merged into {into}; "
+                    f"merge it with: git merge --ff-only {branch}"
+                )
+            else:
+                await _git.git("worktree", "remove", "--force", str(info.path), cwd=project)
+                await _git.git("branch", "-D", branch, cwd=project, check=False)
+                lines.append(f"removed {info.path} and branch {branch} (merged into {base})")
+            continue
+        integration = _integration_branch(infos, info.run_id)
+        if info.branch is None or integration is None:
+            lines.append(f"kept {info.path} ({branch}): its run's branch is gone")
+            continue
+        result = await _git.remove_worktree_if_merged(
+            project, _git.Worktree(path=info.path, branch=info.branch), integration
+        )
+        if result.removed:
+            await _git.git("branch", "-D", info.branch, cwd=project, check=False)
+            lines.append(f"removed {info.path} and branch {branch} (landed on {integration})")
+        else:
+            lines.append(f"kept {info.path} ({branch}): {result.detail}")
+    await _git.git("worktree", "prune", cwd=project, check=False)
+    root = worktrees_dir(project)
+    if root.is_dir():
+        for folder in root.iterdir():
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+    return lines
+
+
+def _integration_branch(infos: list[_git.WorktreeInfo], run_id: str) -> str | None:
+    for info in infos:
+        if info.run_id == run_id and info.path.name == INTEGRATION_DIR_NAME:
+            return info.branch
+    return None

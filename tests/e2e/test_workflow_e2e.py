@@ -3,7 +3,10 @@ interruption at random points and resume."""
 
 from __future__ import annotations
 
+import io
 import random
+import subprocess
+import tarfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +28,7 @@ from bmad_trio._bmad import (
 )
 from bmad_trio._commandline._demo import DemoProject, scaffold_demo
 from bmad_trio._config import load_config
+from bmad_trio._git import story_branch_name
 from bmad_trio._state._store import open_store
 from bmad_trio.testing import (
     ApiRequest,
@@ -108,15 +112,33 @@ async def test_the_demo_epic_runs_to_done_with_gates(tmp_path: Path) -> None:
 # left, so every interrupt point gives one deterministic expectation.
 
 
+def _committed_tree(repo: Path, branch: str, into: Path) -> Path:
+    """The files of ``branch``'s last commit, written under ``into`` (the project's own first
+    commit when the branch does not exist yet)."""
+    exists = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], cwd=repo, check=False
+    )
+    ref = branch if exists.returncode == 0 else "HEAD"
+    archive = subprocess.run(["git", "archive", ref], cwd=repo, capture_output=True, check=True)
+    into.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
 async def _still_to_run(
-    demo: DemoProject, run_id: str, fail_first: frozenset[str]
+    demo: DemoProject, run_id: str, fail_first: frozenset[str], scratch: Path
 ) -> Counter[tuple[str, str]]:
-    """The ok sessions resume must add, per (story, role), from the state the interrupt left."""
-    layout = detect_layout(demo.root)
+    """The ok sessions resume must add, per (story, role), from the state the interrupt left.
+
+    Each story works on its own git branch; resume rolls a worktree back to its last phase
+    commit, so what counts is the story branch's committed tree (no branch: not started)."""
     titles = {s.story_id: s.title for s in parse_epic(demo.epic_path).stories}
     todo: Counter[tuple[str, str]] = Counter()
     async with open_store(demo.root) as store:
         for sid in demo.story_ids:
+            tree = _committed_tree(demo.root, story_branch_name("bmad/epic-1", sid), scratch / sid)
+            layout = detect_layout(tree)
             path = find_story_file(layout, sid, titles[sid])
             status = parse_story(path).status if path is not None else None
             phases = await store.phases(run_id, sid)
@@ -159,7 +181,8 @@ async def _resume_and_check(
     run_id, ok_before, cost_before, cancelled_before = await _ok_sessions(demo.root)
     async with open_store(demo.root) as store:
         assert (await store.get_run(run_id)).status == "interrupted"
-    todo = await _still_to_run(demo, run_id, frozenset(demo.fail_first_review))
+    scratch = demo.root.parent / f"committed-{run_id}"
+    todo = await _still_to_run(demo, run_id, frozenset(demo.fail_first_review), scratch)
     requests_before = len(api.message_requests)
 
     report = await run_epic(config, runner=runner, resume=True)
