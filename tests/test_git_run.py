@@ -3,6 +3,7 @@ conflicts, resume, finish modes and the checks before a run."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from bmad_trio import (
     run_epic,
 )
 from bmad_trio._bmad import parse_story
+from bmad_trio._commandline._main import main
+from bmad_trio._commandline._plan import make_plan
 from bmad_trio._workflow._workspace import clean_worktrees
 from bmad_trio.testing import MockAgentRunner, parse_context
 
@@ -364,3 +367,26 @@ async def test_clean_removes_what_landed_and_keeps_the_rest(tmp_path: Path) -> N
     assert all(line.startswith("removed") for line in lines), lines
     assert git(project, "branch", "--format=%(refname:short)").splitlines() == ["main"]
     assert not worktrees.exists()
+
+
+def test_status_and_plan_json_show_branches_worktrees_and_merged_commits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = make_git_project(tmp_path / "project")
+    config = _config(project, finish="branch")
+    report = anyio.run(lambda: run_epic(config, runner=DiskAgent().runner()))
+    assert report.status == "done", report.failure_reason
+    assert main(["status", "--json", "--project", str(project)]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["branch"] == "bmad/epic-1"
+    landed = set(git(project, "log", "--format=%H", "bmad/epic-1").splitlines())
+    for story in status["stories"]:
+        assert story["branch"] == f"bmad/epic-1-story-{story['story_id']}"
+        assert Path(story["worktree"]).is_dir()
+        assert story["merged_commit"] in landed
+    plan = make_plan(config)
+    assert plan["branch"] == "bmad/epic-1"
+    rows = {row["story_id"]: row for row in plan["stories"]}
+    assert rows["1.2"]["branch"] == "bmad/epic-1-story-1.2"
+    assert rows["1.2"]["merged_commit"] in landed
+    assert rows["1.2"]["worktree"] == status["stories"][1]["worktree"]

@@ -403,7 +403,9 @@ def check_git(project: Path) -> CheckResult:
 
     needs = describe_git_needs(project)
     if not needs:
-        return CheckResult(name="git", ok=True, detail="a git work tree with a commit; ready to run")
+        return CheckResult(
+            name="git", ok=True, detail="a git work tree with a commit; ready to run"
+        )
     return CheckResult(
         name="git",
         ok=False,

@@ -25,10 +25,12 @@ from .._bmad import (
 from .._config import RunConfig
 from .._errors import ProjectError
 from .._git import story_branch_name
+from .._state._paths import state_dir
 from .._workflow._prompts import rel
 from .._workflow._quality_gate_detection import quality_gate_rows
 from .._workflow._run import prepare_run
 from .._workflow._story_order import run_order
+from .._workflow._workspace import GitRecord, read_record
 
 __all__ = ["make_plan", "next_action"]
 
@@ -150,6 +152,20 @@ def _story_row(
     }
 
 
+def _latest_git_record(config: RunConfig, branch: str | None) -> GitRecord | None:
+    """The git record of the newest run of this epic (its branch), if any: where each story's
+    worktree is and what landed. ``plan`` only reads it."""
+    if branch is None:
+        return None
+    runs = state_dir(config.project) / "runs"
+    records = sorted(runs.glob("*/git.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in records if runs.is_dir() else []:
+        record = read_record(path.parent)
+        if record is not None and record.branch == branch:
+            return record
+    return None
+
+
 def make_plan(config: RunConfig) -> dict[str, Any]:
     """Stories, their files, statuses, dependencies and next steps, as JSON-able data.
 
@@ -182,17 +198,24 @@ def make_plan(config: RunConfig) -> dict[str, Any]:
             ):
                 first_runnable = story.story_id
             stories.append(row)
-    if config.workspace == "worktrees":
+    branch = (
+        f"{config.branch_prefix}epic-{prepared.epic.number}"
+        if config.workspace == "worktrees"
+        else None
+    )
+    if branch is not None:
         from .._git import describe_git_needs
 
         notes.extend(describe_git_needs(config.project))
+        record = _latest_git_record(config, branch)
+        for row in stories if record is not None else []:
+            known = record.stories.get(row["story_id"]) if record is not None else None
+            if known is not None:
+                row["worktree"] = known.worktree or None
+                row["merged_commit"] = known.merged_commit or None
     return {
         "epic": rel(layout, prepared.epic.path),
-        "branch": (
-            f"{config.branch_prefix}epic-{prepared.epic.number}"
-            if config.workspace == "worktrees"
-            else None
-        ),
+        "branch": branch,
         "epics": [epic.number for epic in epics],
         "layout": layout.version,
         "story_dir": rel(layout, layout.story_dir),

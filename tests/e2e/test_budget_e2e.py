@@ -22,7 +22,12 @@ async def test_a_session_cancelled_mid_way_is_charged_for_what_it_streamed(tmp_p
     demo = scaffold_demo(tmp_path / "demo")
     config = load_config(
         demo.root,
-        overrides={"epic": demo.epic_path, "session_timeout": 120.0, "idle_timeout": 60.0},
+        overrides={
+            "epic": demo.epic_path,
+            "session_timeout": 120.0,
+            "idle_timeout": 60.0,
+            "jobs": 1,  # the first session alone is cancelled
+        },
     )
     async with (
         FakeAnthropicAPI(bmad_actor_scenario()) as api,

@@ -56,8 +56,9 @@ EXPECTED_OK = Counter(
 
 
 def _config(project: Path, epic: Path) -> RunConfig:
-    """The demo project's own config ([tool.bmad-trio] gates) with test-sized deadlines."""
-    overrides = {"epic": epic, "session_timeout": 120.0, "idle_timeout": 60.0}
+    """The demo project's own config ([tool.bmad-trio] gates) with test-sized deadlines, one story
+    at a time (the interrupt tests count the one session a cancel cuts short)."""
+    overrides = {"epic": epic, "session_timeout": 120.0, "idle_timeout": 60.0, "jobs": 1}
     return load_config(project, overrides=overrides)
 
 
