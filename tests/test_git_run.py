@@ -390,3 +390,28 @@ def test_status_and_plan_json_show_branches_worktrees_and_merged_commits(
     assert rows["1.2"]["branch"] == "bmad/epic-1-story-1.2"
     assert rows["1.2"]["merged_commit"] in landed
     assert rows["1.2"]["worktree"] == status["stories"][1]["worktree"]
+
+
+async def test_a_commit_hook_that_refuses_a_landing_gets_a_fixer_then_the_story_lands(
+    tmp_path: Path,
+) -> None:
+    project = make_git_project(tmp_path / "project")
+    hook = project / ".git" / "hooks" / "pre-commit"
+    # The user's hook: refuses a commit whose tree lacks the file the scripted fixer writes. It
+    # never runs on the story branches' phase commits (checkpoints), only when a story lands.
+    ran = tmp_path / "hook-ran"
+    hook.write_text(
+        f"#!/bin/sh\necho run >> '{ran}'\n"
+        "if ! git diff --cached --name-only | grep -qx fixed && [ ! -f fixed ]; then\n"
+        '  echo "lint: the file named fixed is missing"; exit 1\nfi\n'
+    )
+    hook.chmod(0o755)
+    agent = DiskAgent()
+    report = await run_epic(
+        _config(project, finish="branch", stories=("1.1",)), runner=agent.runner()
+    )
+    assert report.status == "done", report.failure_reason
+    assert agent.sessions[("1.1", "fixer")] == 1
+    assert ran.read_text().count("run") == 2  # refused once, then accepted: landings only
+    tree = git(project, "ls-tree", "-r", "--name-only", "bmad/epic-1").splitlines()
+    assert "fixed" in tree

@@ -297,8 +297,9 @@ async def test_jobs_run_independent_stories_at_once_and_respect_dependencies(
     running: set[str] = set()
     overlaps: list[frozenset[str]] = []
     order: list[str] = []
-    agent = DiskAgent(delay_s=0.02)
+    agent = DiskAgent()
     inner = agent.handle
+    two_at_once = anyio.Event()
 
     async def tracking(spec: SessionSpec) -> SessionResult:
         story = spec.label.split("-")[0]
@@ -306,7 +307,15 @@ async def test_jobs_run_independent_stories_at_once_and_respect_dependencies(
             order.append(story)
         running.add(story)
         overlaps.append(frozenset(running))
+        if len(running) == 2:
+            two_at_once.set()
         try:
+            if story in ("1.1", "1.2") and spec.role.value == "sm":
+                # The two independent stories' first sessions wait for each other: with jobs=2
+                # both must be running at once (a state, not a timing), however loaded the
+                # machine. The deadline only turns a broken scheduler into a failure, not a hang.
+                with anyio.fail_after(60):
+                    await two_at_once.wait()
             return await inner(spec)
         finally:
             running.discard(story)
