@@ -23,6 +23,7 @@ __all__ = ["GateCommand", "RunConfig", "load_config", "load_explicit", "resumed_
 ProgressMode = Literal["auto", "rich", "plain", "jsonl"]
 Backend = Literal["trio", "asyncio"]
 PermissionMode = Literal["default", "acceptEdits", "plan", "bypassPermissions"]
+SandboxMode = Literal["auto", "required", "off"]
 
 
 @attrs.frozen
@@ -90,6 +91,13 @@ class RunConfig:
     qa_location: str | None = None
     cli_path: Path | None = attrs.field(default=None, converter=_optional_path)
     """Claude Code CLI to run (default: the one bundled in claude-agent-sdk)."""
+    sandbox: SandboxMode = "auto"
+    """The agents' OS sandbox for shell commands: ``auto`` (where the platform has it, else a
+    warning), ``required`` (missing: exit 3) or ``off``."""
+    sandbox_allowed_domains: tuple[str, ...] = ()
+    """Hosts the agents' shell commands may reach (none by default)."""
+    sandbox_deny_read: tuple[str, ...] = ()
+    """Paths the agents' shell may not read, besides the built-in credential places."""
 
 
 # key -> (python type(s) accepted, description for error messages)
@@ -118,13 +126,20 @@ _SCALAR_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "epic_location": ((str,), "a path"),
     "qa_location": ((str,), "a path"),
     "cli_path": ((str,), "a path"),
+    "sandbox": ((str,), "one of auto, required, off"),
+}
+_LIST_KEYS: dict[str, str] = {
+    "stories": "an array of story ids",
+    "sandbox_allowed_domains": "an array of host names",
+    "sandbox_deny_read": "an array of paths",
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "progress": ("auto", "rich", "plain", "jsonl"),
     "backend": ("trio", "asyncio"),
     "permission_mode": ("default", "acceptEdits", "plan", "bypassPermissions"),
+    "sandbox": ("auto", "required", "off"),
 }
-CONFIG_KEYS: tuple[str, ...] = (*sorted(_SCALAR_KEYS), "gates", "stories")
+CONFIG_KEYS: tuple[str, ...] = (*sorted(_SCALAR_KEYS), "gates", *sorted(_LIST_KEYS))
 """Every key the config file accepts (the docs' reference is checked against this)."""
 
 
@@ -184,6 +199,11 @@ def parse_config_table(source: str, table: Mapping[str, object]) -> dict[str, ob
             if items is None or not all(isinstance(s, str | int | float) for s in items):
                 raise ConfigError(f"{source}: key 'stories' must be an array of story ids")
             values["stories"] = tuple(str(s) for s in items)
+        elif key in _LIST_KEYS:
+            items = cast(list[object], value) if isinstance(value, list) else None
+            if items is None or not all(isinstance(s, str) and s.strip() for s in items):
+                raise ConfigError(f"{source}: key '{raw_key}' must be {_LIST_KEYS[key]}")
+            values[key] = tuple(str(s).strip() for s in items)
         elif key in _SCALAR_KEYS:
             values[key] = _check_scalar(source, key, value)
         else:

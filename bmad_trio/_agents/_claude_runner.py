@@ -72,6 +72,9 @@ OFFLINE_SAFE_ENV: Mapping[str, str] = {
     "DISABLE_ERROR_REPORTING": "1",
 }
 """Environment every session gets: no update checks, telemetry or other non-essential traffic."""
+SHELL_ENV: Mapping[str, str] = {"CLAUDE_CODE_SUBPROCESS_ENV_SCRUB": "1"}
+"""The CLI then removes its own credentials (``ANTHROPIC_API_KEY`` …) from the environment of the
+commands it runs, sandbox or not (measured with CLI 2.1.332); the sandbox unsets more."""
 
 _USAGE_LIMIT = re.compile(r"usage limit|limit reached|out of (?:extra )?usage", re.IGNORECASE)
 _RESET_EPOCH = re.compile(r"\|(\d{10})\b")
@@ -303,7 +306,10 @@ class ClaudeAgentRunner:
     ``env`` is added to every session's environment (``ANTHROPIC_*`` and the CLI's own variables
     also pass through from the process environment unchanged). With ``isolate_config`` (default)
     each runner gives the CLI a fresh ``CLAUDE_CONFIG_DIR`` so no user settings leak in; API-key
-    and token auth work as usual, a ``claude login`` session does not.
+    and token auth work as usual, and with neither a ``claude login`` user's credentials file is
+    copied into it (see :mod:`._login`). A spec with a ``sandbox`` runs its shell commands in
+    Claude Code's OS sandbox (see :mod:`._sandbox`); refused calls come back as ``refusal``
+    messages and in ``SessionResult.refusals``.
 
     Use it as ``async with ClaudeAgentRunner() as runner:``; leaving the block kills any CLI still
     running. It also works without the block (call :meth:`aclose` when done).
@@ -430,7 +436,9 @@ class ClaudeAgentRunner:
 
         # The user's own values (ANTHROPIC_*, the CLI's variables) pass through unchanged: our
         # defaults only fill what the environment does not already say.
-        defaults = {k: v for k, v in OFFLINE_SAFE_ENV.items() if k not in os.environ}
+        defaults = {
+            k: v for k, v in {**OFFLINE_SAFE_ENV, **SHELL_ENV}.items() if k not in os.environ
+        }
         env: dict[str, str] = {**defaults, **self._env, **spec.env, **session_env}
         hidden: list[str] = []
         if self._isolate_config and "CLAUDE_CONFIG_DIR" not in {**os.environ, **env}:

@@ -39,7 +39,7 @@ _NET_ERRORS = (
     "Temporary failure in name resolution",
     "Name or service not known",
 )
-_QUOTED = re.compile(r"""['"‘`]([^'"’`]+)['"’`]""")
+_QUOTED = re.compile("['\"\u2018`]([^'\"\u2019`]+)['\"\u2019`]")  # GNU tools quote with U+2018/9
 
 
 def _short(text: str) -> str:
@@ -71,10 +71,10 @@ def _secret_reads(
         if not any(spelling in command for spelling in spellings):
             continue
         for line in text.splitlines():
-            if "No such file or directory" in line or "Permission denied" in line:
-                if any(s in line for s in spellings) or entry.rsplit("/", 1)[-1] in line:
-                    yield ToolRefusal("Bash", _short(entry), "sandbox: read of a secret location")
-                    return
+            hidden = "No such file or directory" in line or "Permission denied" in line
+            if hidden and (any(s in line for s in spellings) or entry.rsplit("/", 1)[-1] in line):
+                yield ToolRefusal("Bash", _short(entry), "sandbox: read of a secret location")
+                return
 
 
 def refusals_in(
@@ -110,9 +110,13 @@ def refusals_in(
             path = _path_in(line)
             if path and path not in seen:
                 seen.add(path)
-                found.append(ToolRefusal(tool, _short(path), "sandbox: write outside the role's area"))
+                found.append(
+                    ToolRefusal(tool, _short(path), "sandbox: write outside the role's area")
+                )
         elif any(error in line for error in _NET_ERRORS) and "network" not in seen:
             seen.add("network")
-            found.append(ToolRefusal(tool, _short(target), "sandbox: no network for shell commands"))
+            found.append(
+                ToolRefusal(tool, _short(target), "sandbox: no network for shell commands")
+            )
     found.extend(_secret_reads(body, command, deny_read, home))
     return found

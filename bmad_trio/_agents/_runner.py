@@ -25,7 +25,6 @@ from .._errors import (
     ConfigTypeError,
     ConfigValueError,
 )
-
 from ._sandbox import Sandbox
 
 if TYPE_CHECKING:
@@ -168,7 +167,9 @@ def _roots(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> No
         return
     field = _where(attribute)
     if not isinstance(value, tuple):
-        raise ConfigTypeError(f"{field} must be a sequence of paths or None, not {type(value).__name__}")
+        raise ConfigTypeError(
+            f"{field} must be a sequence of paths or None, not {type(value).__name__}"
+        )
     for item in cast(tuple[object, ...], value):
         if not isinstance(item, Path):
             raise _wrong_type(field, "a sequence of paths", item)

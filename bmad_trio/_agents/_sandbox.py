@@ -51,6 +51,7 @@ __all__ = [
     "SandboxProbe",
     "install_hint",
     "probe_sandbox",
+    "run_sandbox",
     "sandbox_settings",
     "secret_env_names",
 ]
@@ -255,3 +256,34 @@ def probe_sandbox(timeout_s: float = _PROBE_TIMEOUT_S) -> SandboxProbe:
     if failure is not None:
         return SandboxProbe(available=False, detail=failure, install=hint)
     return SandboxProbe(available=True, detail="bubblewrap and socat work")
+
+
+def run_sandbox(
+    mode: SandboxMode,
+    probe: SandboxProbe | None,
+    *,
+    allowed_domains: Sequence[str] = (),
+    deny_read: Sequence[str] = (),
+) -> tuple[Sandbox | None, str | None]:
+    """A run's sandbox from its ``sandbox`` setting and the platform probe (None for ``off``).
+
+    Returns the policy (None: no sandbox) and the one-line warning to show at the start of the
+    run (``auto`` without a working sandbox). ``required`` without one raises PreflightError.
+    """
+    from .._errors import PreflightError
+
+    if mode == "off":
+        return None, None
+    if probe is None or not probe.available:
+        detail = probe.detail if probe is not None else "not checked"
+        install = f"; install it: {probe.install}" if probe is not None and probe.install else ""
+        if mode == "required":
+            raise PreflightError(
+                f"sandbox = required, but the OS sandbox is missing: {detail}{install}"
+            )
+        return None, f"agents' shell commands run without the OS sandbox ({detail}){install}"
+    policy = Sandbox(
+        allowed_domains=tuple(allowed_domains),
+        deny_read=tuple(dict.fromkeys([*DEFAULT_DENY_READ, *deny_read])),
+    )
+    return policy, None

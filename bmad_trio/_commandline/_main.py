@@ -73,6 +73,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--backend", choices=("trio", "asyncio"), help="event loop (trio)")
     group.add_argument("--notify", metavar="URL", help="POST run events to this webhook")
+    group.add_argument(
+        "--sandbox",
+        choices=("auto", "required", "off"),
+        help="agents' OS sandbox for shell commands (auto: where the platform has it)",
+    )
     group.add_argument("--config", type=Path, metavar="FILE", help="extra config file (TOML)")
     group.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -185,6 +190,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "progress",
         "backend",
         "notify",
+        "sandbox",
     )
     values: dict[str, object] = {n: getattr(args, n, None) for n in names}
     stories = getattr(args, "stories", None)
@@ -220,6 +226,10 @@ def _preflight(config: RunConfig, env: dict[str, str]) -> None:
     auth = check_auth(env)
     if not auth.ok and auth.fatal:
         raise PreflightError(f"{auth.detail} ({auth.hint})")
+    if config.sandbox == "required":
+        from .._agents._sandbox import probe_sandbox, run_sandbox
+
+        run_sandbox("required", probe_sandbox())  # PreflightError, naming what to install
 
 
 # -- run / resume / demo -------------------------------------------------------------------------
@@ -643,7 +653,11 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
     async def check() -> list[Any]:
         return await run_checks(
-            project, env=dict(os.environ), cli_path=config.cli_path, gates=gates
+            project,
+            env=dict(os.environ),
+            cli_path=config.cli_path,
+            gates=gates,
+            sandbox=config.sandbox,
         )
 
     results = anyio.run(check)

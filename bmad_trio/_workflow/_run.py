@@ -35,6 +35,7 @@ from anyio.streams.memory import (
 )
 
 from .._agents._runner import AgentRunner
+from .._agents._sandbox import Sandbox, probe_sandbox, run_sandbox
 from .._bmad import (
     Epic,
     EpicStory,
@@ -241,6 +242,8 @@ class Run:
         self._resume = resume
         self._resume_overrides = None if resume_overrides is None else frozenset(resume_overrides)
         self._overridden: tuple[str, ...] = ()
+        self._sandbox: Sandbox | None = None
+        self._sandbox_warning: str | None = None
         self._environ = dict(os.environ if environ is None else environ)
         self.config: RunConfig = config
         send, receive = anyio.create_memory_object_stream[Event](event_buffer)
@@ -367,6 +370,7 @@ class Run:
                 await store.aclose()
                 raise
         prepared = await anyio.to_thread.run_sync(prepare_run, config)
+        self._sandbox, self._sandbox_warning = await _run_sandbox(config)
         lock = RunLock.for_project(config.project)
         try:
             lock.acquire()
@@ -443,6 +447,7 @@ class Run:
             ),
             pause=PauseGate(emit),
             api_backoff_s=config.rate_limit_backoff,
+            sandbox=self._sandbox,
         )
         status: RunStatus = "failed"
         reason: str | None = None
@@ -463,8 +468,11 @@ class Run:
                     stories=tuple(s.story_id for s in prepared.stories),
                     budget_usd=config.budget_usd,
                     resumed=resumed,
+                    warnings=(self._sandbox_warning,) if self._sandbox_warning else (),
                 )
             )
+            if self._sandbox_warning:
+                log.warning("%s", self._sandbox_warning)
             task_status.started(self)
             log.info("run %s started: %d stories", run_id, len(prepared.stories))
             if resumed:
@@ -822,3 +830,18 @@ async def serve_run(
     ) as run:
         task_status.started(run)
         return await run.wait()
+
+
+async def _run_sandbox(config: RunConfig) -> tuple[Sandbox | None, str | None]:
+    """The run's OS sandbox for agents' shells: probed once per run (a few ms in a worker thread;
+    cancellation abandons the wait, the probe's own timeout ends it). Raises PreflightError for
+    ``sandbox = required`` without one."""
+    probe = None
+    if config.sandbox != "off":
+        probe = await anyio.to_thread.run_sync(probe_sandbox, abandon_on_cancel=True)
+    return run_sandbox(
+        config.sandbox,
+        probe,
+        allowed_domains=config.sandbox_allowed_domains,
+        deny_read=config.sandbox_deny_read,
+    )

@@ -21,13 +21,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .._agents._pricing import UsageMeter
 from .._agents._runner import AgentMessage, AgentRunner, Outcome, Role, SessionResult, SessionSpec
+from .._agents._sandbox import Sandbox
 from .._bmad import Epic, Layout, SprintStatusFile
 from .._config import RunConfig
 from .._errors import BudgetSpent, RunAbort
-from .._events import AgentActivity, Event, RunPaused, RunResumed, SessionFinished
+from .._events import AgentActivity, Event, RunPaused, RunResumed, SessionFinished, ToolRefused
 from .._state._run_files import RunFiles, TranscriptWriter
 from .._state._store import Store
-from ._prompts import RolePlan, rel
+from ._prompts import SHELL_WRITES_PROJECT, RolePlan, rel
 
 __all__ = [
     "Budget",
@@ -215,6 +216,8 @@ class RunServices:
     budget: Budget
     pause: PauseGate
     api_backoff_s: float = 30.0
+    sandbox: Sandbox | None = None
+    """The OS sandbox for the agents' shell commands (None: none)."""
     gate_lock: anyio.Lock = attrs.field(factory=anyio.Lock)
     """Held while quality gates (and their fixer sessions) run. Gates run in the project's one
     tree; two at once (e.g. after two stories that end together) would run two linters and two
@@ -259,6 +262,8 @@ class RunServices:
             max_turns=config.max_turns,
             timeout_s=config.session_timeout,
             idle_timeout_s=config.idle_timeout,
+            sandbox=self.sandbox,
+            writable_roots=None if SHELL_WRITES_PROJECT[plan.role] else (),
         )
         send, receive = anyio.create_memory_object_stream[AgentMessage](64)
         writer = self.files.transcript(story_id, cycle, plan.role.value)
@@ -323,6 +328,16 @@ class RunServices:
                         role=role.value,
                         tool=message.tool.name,
                         target=_short_target(self.layout.project, message.tool.target),
+                    )
+                )
+            elif message.kind == "refusal" and message.tool is not None:
+                await self.emit(
+                    ToolRefused(
+                        story_id=story_id,
+                        role=role.value,
+                        tool=message.tool.name,
+                        target=_short_target(self.layout.project, message.tool.target),
+                        reason=message.text,
                     )
                 )
 

@@ -112,8 +112,8 @@ async def test_dev_shell_escapes_are_refused_and_reported(
         "echo x > ../outside/dotdot.txt; echo rc=$?",
         f"echo x > /proc/self/root{outside}/proc.txt; echo rc=$?",
         "cat ~/.ssh/id_rsa; echo rc=$?",
-        "python3 -c \"import socket; socket.create_connection(('127.0.0.1', %d), timeout=5)\"; "
-        "echo rc=$?" % listener.port,
+        "python3 -c \"import socket; socket.create_connection(('127.0.0.1', "
+        f'{listener.port}), timeout=5)"; echo rc=$?',
         "echo x > .bmad-trio/state.db; echo rc=$?",  # the run store
     ]
     allowed = [
@@ -136,7 +136,8 @@ async def test_dev_shell_escapes_are_refused_and_reported(
         assert "rc=0" not in text, (command, text)
     key_text, made_text = texts[len(escapes) :]
     assert "key=absent" in key_text  # the API key is not in the shell's environment
-    assert "rc=0" in made_text and (project / "src" / "new.py").read_text() == "made\n"
+    assert "rc=0" in made_text
+    assert (project / "src" / "new.py").read_text() == "made\n"
     # nothing outside the project, nothing through the link, nothing in .git, no secret, no socket
     assert sorted(p.name for p in outside.iterdir()) == []
     assert not (home / "planted.txt").exists()
@@ -184,4 +185,5 @@ async def test_qa_cannot_edit_code_through_its_shell_but_writes_its_gate(tmp_pat
 
 @pytest.mark.skipif(sys.platform != "linux", reason="/proc/self/root is Linux's")
 def test_probe_reports_linux_sandbox() -> None:
-    assert _PROBE.available and "bubblewrap" in _PROBE.detail
+    assert _PROBE.available
+    assert "bubblewrap" in _PROBE.detail
