@@ -138,7 +138,14 @@ async def test_run_checks_against_the_scripted_server(project: Path) -> None:
     unreachable = await run_checks(
         project, env=doctor_env(f"http://127.0.0.1:{closed_port()}", GOOD_KEY), gates=gates
     )
-    assert [r.name for r in good] == ["Claude Code CLI", "auth", "API", "gate py", "BMAD layout"]
+    assert [r.name for r in good] == [
+        "Claude Code CLI",
+        "auth",
+        "API",
+        "sandbox",
+        "gate py",
+        "BMAD layout",
+    ]
     assert all(r.ok for r in good), good
     assert not preflight_failed(good)
     assert not preflight_failed(bearer)
