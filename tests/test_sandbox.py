@@ -97,6 +97,30 @@ def test_secret_variables_and_env_files_above_are_hidden(tmp_path: Path) -> None
     assert {"name": "MY_SERVICE_TOKEN", "mode": "deny"} in denied
 
 
+def test_what_the_sandbox_leaves_behind_is_removed_but_nothing_that_was_there(
+    tmp_path: Path,
+) -> None:
+    from bmad_trio._agents._sandbox import existing_leftovers, remove_leftovers
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / ".profile").write_text("mine\n")
+    (tmp_path / ".npmrc").write_text("")  # the user's own, empty: it was there before
+    before = existing_leftovers(tmp_path, str(home))
+    (tmp_path / ".bashrc").write_text("")  # a mount point the CLI left
+    (tmp_path / ".yarnrc.yml").write_text("kept: it has content\n")
+    (home / ".zshrc").write_text("")
+    (tmp_path / ".claude" / ".cc-writes").mkdir(parents=True)
+    removed = remove_leftovers(tmp_path, str(home), before)
+    assert {p.name for p in removed} == {".bashrc", ".zshrc", ".cc-writes", ".claude"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".npmrc",
+        ".profile",
+        ".yarnrc.yml",
+        "home",
+    ]
+
+
 # -- the run's decision --------------------------------------------------------------------------
 
 

@@ -49,7 +49,7 @@ from ._cli_processes import CLIProcesses
 from ._login import LoginCopy, expose_login
 from ._refusals import refusals_in
 from ._runner import AgentMessage, Outcome, SessionResult, SessionSpec, ToolCall, ToolRefusal
-from ._sandbox import sandbox_settings
+from ._sandbox import existing_leftovers, remove_leftovers, sandbox_settings
 from ._tool_policy import tool_denial
 
 if TYPE_CHECKING:
@@ -72,9 +72,6 @@ OFFLINE_SAFE_ENV: Mapping[str, str] = {
     "DISABLE_ERROR_REPORTING": "1",
 }
 """Environment every session gets: no update checks, telemetry or other non-essential traffic."""
-SHELL_ENV: Mapping[str, str] = {"CLAUDE_CODE_SUBPROCESS_ENV_SCRUB": "1"}
-"""The CLI then removes its own credentials (``ANTHROPIC_API_KEY`` …) from the environment of the
-commands it runs, sandbox or not (measured with CLI 2.1.332); the sandbox unsets more."""
 
 _USAGE_LIMIT = re.compile(r"usage limit|limit reached|out of (?:extra )?usage", re.IGNORECASE)
 _RESET_EPOCH = re.compile(r"\|(\d{10})\b")
@@ -436,9 +433,7 @@ class ClaudeAgentRunner:
 
         # The user's own values (ANTHROPIC_*, the CLI's variables) pass through unchanged: our
         # defaults only fill what the environment does not already say.
-        defaults = {
-            k: v for k, v in {**OFFLINE_SAFE_ENV, **SHELL_ENV}.items() if k not in os.environ
-        }
+        defaults = {k: v for k, v in OFFLINE_SAFE_ENV.items() if k not in os.environ}
         env: dict[str, str] = {**defaults, **self._env, **spec.env, **session_env}
         hidden: list[str] = []
         if self._isolate_config and "CLAUDE_CONFIG_DIR" not in {**os.environ, **env}:
@@ -501,6 +496,8 @@ class ClaudeAgentRunner:
         processes = self._ensure_processes()
         session_env, tag = processes.session_env()
         options = self._options(spec, session_env, state)
+        cwd = spec.cwd
+        before = existing_leftovers(cwd, state.home) if state.sandboxed else None
         now = anyio.current_time()
         deadline = now + spec.timeout_s
         state.reading = anyio.CancelScope(deadline=min(deadline, now + spec.idle_timeout_s))
@@ -527,6 +524,8 @@ class ClaudeAgentRunner:
             # bounded, though the layer's kill already gives up after a few seconds.
             with anyio.move_on_after(2 * _KILL_WAIT_S, shield=True):
                 await processes.kill_session(tag, _KILL_WAIT_S)
+            if before is not None:
+                remove_leftovers(cwd, state.home, before)  # a few stats; the CLI is gone
             state.done.set()
         # A caller's cancel that arrived while a scope of ours was absorbing its own (the reading
         # scope, _unwind's) is still pending: surface it rather than return a result.

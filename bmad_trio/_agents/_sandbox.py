@@ -287,3 +287,53 @@ def run_sandbox(
         deny_read=tuple(dict.fromkeys([*DEFAULT_DENY_READ, *deny_read])),
     )
     return policy, None
+
+
+_MOUNT_POINT_NAMES = (
+    ".gitconfig", ".gitmodules", ".bashrc", ".bash_profile", ".zshrc", ".zprofile", ".profile",
+    ".zshenv", ".zlogin", ".zlogout", ".bash_login", ".bash_aliases", ".bash_logout", ".envrc",
+    ".ripgreprc", ".mcp.json", ".claude.json", ".npmrc", ".yarnrc", ".yarnrc.yml", ".pnp.cjs",
+    ".pnp.loader.mjs", ".pnp.js", ".pnp.data.json", ".pnpmfile.cjs", "bunfig.toml",
+    ".bunfig.toml", ".bazelrc", ".bazelversion", ".bazeliskrc", ".pre-commit-config.yaml",
+    "lefthook.yml", ".lefthook.yml", "lefthook.yaml", ".lefthook.yaml",
+)  # fmt: skip
+"""Files the CLI's sandbox always write-protects (its mandatory list, CLI 2.1.332). Where one does
+not exist, the sandbox binds over an empty file it creates as a mount point, and a CLI stopped
+before its own clean-up (we kill it at the ResultMessage) can leave that empty file behind."""
+_CLI_SCRATCH = (".claude/.cc-writes", ".claude")
+"""What the sandboxed CLI writes into the project for itself (a write log), oldest last."""
+
+
+def _leftover_candidates(cwd: Path, home: str | None) -> list[Path]:
+    places = [cwd, *([Path(home)] if home else [])]
+    paths = [place / name for place in places for name in _MOUNT_POINT_NAMES]
+    return paths + [cwd / name for name in _CLI_SCRATCH]
+
+
+def existing_leftovers(cwd: Path, home: str | None) -> frozenset[Path]:
+    """Which of the paths a sandboxed session may leave behind exist before it (cheap stats)."""
+    return frozenset(path for path in _leftover_candidates(cwd, home) if os.path.lexists(path))
+
+
+def remove_leftovers(cwd: Path, home: str | None, before: frozenset[Path]) -> list[Path]:
+    """Remove what the sandbox left that was not there ``before``: empty mount-point files, the
+    CLI's write log (a file, or an empty folder) and its then-empty ``.claude`` folder. Returns
+    what was removed."""
+    removed: list[Path] = []
+    for path in _leftover_candidates(cwd, home):
+        if path in before:
+            continue
+        try:
+            if path.is_symlink():
+                continue
+            if path.is_file() and (path.name == ".cc-writes" or path.stat().st_size == 0):
+                path.unlink()
+                removed.append(path)
+            elif (
+                path.is_dir() and path.name in (".claude", ".cc-writes") and not any(path.iterdir())
+            ):
+                path.rmdir()
+                removed.append(path)
+        except OSError:
+            continue
+    return removed

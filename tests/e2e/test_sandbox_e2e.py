@@ -144,6 +144,8 @@ async def test_dev_shell_escapes_are_refused_and_reported(
     assert not (project / ".bmad-trio" / "state.db").exists()
     assert SECRET not in "\n".join(texts)
     assert listener.accepted == 0
+    # and the sandbox's own scratch (its write log, empty mount points) is gone with the session
+    assert sorted(p.name for p in project.iterdir()) == [".bmad-trio", "docs", "link", "src"]
     reasons = "\n".join(f"{r.target} | {r.reason}" for r in refusals)  # type: ignore[attr-defined]
     assert reasons.count("write outside the role's area") == 5, reasons
     assert "read of a secret location" in reasons, reasons
