@@ -312,3 +312,34 @@ async def test_auto_without_a_sandbox_warns_and_required_refuses_to_start(
     with pytest.raises(PreflightError, match="bubblewrap"):
         async with open_run(strict, runner=MockAgentRunner(DiskAgent().handle)):
             pass
+
+
+# -- command line --------------------------------------------------------------------------------
+
+
+def test_resume_keeps_the_stored_sandbox_unless_the_flag_is_given(tmp_path: Path) -> None:
+    from bmad_trio._config import resumed_config
+
+    stored = RunConfig(project=tmp_path, sandbox="off", sandbox_allowed_domains=("pypi.org",))
+    kept, changed = resumed_config(stored, RunConfig(project=tmp_path), frozenset())
+    assert (kept.sandbox, kept.sandbox_allowed_domains, changed) == ("off", ("pypi.org",), ())
+    flagged, changed = resumed_config(
+        stored, RunConfig(project=tmp_path, sandbox="required"), frozenset({"sandbox"})
+    )
+    assert (flagged.sandbox, changed) == ("required", ("sandbox",))
+
+
+def test_run_with_sandbox_required_and_none_exits_3_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bmad_trio._agents import _sandbox
+    from bmad_trio._commandline._main import main
+
+    monkeypatch.setattr(_sandbox, "probe_sandbox", lambda: MISSING)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    project = make_project(tmp_path)
+    epic = str(project / "docs" / "prd" / "epic-1.md")
+    code = main(["run", epic, "--project", str(project), "--sandbox", "required"])
+    assert code == 3
+    assert "sudo apt-get install x" in capsys.readouterr().err
+    assert not (project / ".bmad-trio").exists()
