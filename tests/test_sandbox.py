@@ -34,6 +34,7 @@ from bmad_trio._agents._sandbox import (
     secret_env_names,
 )
 from bmad_trio._config import load_config
+from bmad_trio._state._paths import run_dir
 from bmad_trio._workflow import _run
 from bmad_trio.testing import MockAgentRunner
 
@@ -282,6 +283,10 @@ async def test_a_run_gives_each_role_its_area_and_reports_refusals(
     [refusal] = [e for e in events if isinstance(e, ToolRefused)]
     assert (refusal.story_id, refusal.role, refusal.tool) == ("1.1", "qa", "Bash")
     assert refusal.reason == "sandbox: write outside the role's area"
+    assert run.run_id is not None
+    transcript = (run_dir(project, run.run_id) / "transcripts" / "1.1-1-qa.jsonl").read_text()
+    assert '"kind":"refusal"' in transcript
+    assert "write outside the role's area" in transcript
 
 
 @pytest.mark.anyio

@@ -76,8 +76,9 @@ async def test_a_claude_login_user_runs_with_that_login_only(
         env |= {"CLAUDE_CODE_MAX_RETRIES": "0", "HOME": str(home)}
         async with ClaudeAgentRunner(env=env) as runner:
             result = await runner.run_session(spec)
-            config_dirs = list(runner._ensure_processes().directory.glob("config/.credentials.json"))  # pyright: ignore[reportPrivateUsage]
-            modes = [path.stat().st_mode & 0o777 for path in config_dirs]
+            directory = runner._ensure_processes().directory  # pyright: ignore[reportPrivateUsage]
+            copies = list(directory.glob("config/.credentials.json"))
+            modes = [path.stat().st_mode & 0o777 for path in copies]
 
     assert result.outcome is Outcome.OK, result.error
     assert result.final_text == "done"
