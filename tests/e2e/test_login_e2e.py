@@ -84,6 +84,7 @@ async def test_a_claude_login_user_runs_with_that_login_only(
     assert result.final_text == "done"
     assert len(api.message_requests) == 2  # every request carried the login's bearer token
     assert all(r.headers.get("authorization") == "<redacted>" for r in api.message_requests)
-    assert modes == [0o600]  # the copy, private
+    assert modes == [0o600]  # the copy, private ...
+    assert not copies[0].exists()  # ... and gone with the runner
     assert credentials.read_bytes() == before  # the user's file untouched
     assert not (home / "HOOK-RAN").exists()  # the user's settings (a hook) never loaded
