@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from ._agents._runner import SessionResult as SessionResult
     from ._agents._runner import SessionSpec as SessionSpec
     from ._agents._runner import ToolCall as ToolCall
+    from ._agents._runner import ToolRefusal as ToolRefusal
+    from ._agents._sandbox import Sandbox as Sandbox
     from ._config import GateCommand as GateCommand
     from ._config import RunConfig as RunConfig
     from ._events import AgentActivity as AgentActivity
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from ._events import StoryMerged as StoryMerged
     from ._events import StoryStarted as StoryStarted
     from ._events import StoryStatusChanged as StoryStatusChanged
+    from ._events import ToolRefused as ToolRefused
     from ._workflow._run import GateReport as GateReport
     from ._workflow._run import Run as Run
     from ._workflow._run import RunReport as RunReport
@@ -71,6 +74,8 @@ _LAZY: dict[str, str] = {
     "SessionResult": "._agents._runner",
     "SessionSpec": "._agents._runner",
     "ToolCall": "._agents._runner",
+    "ToolRefusal": "._agents._runner",
+    "Sandbox": "._agents._sandbox",
     "ClaudeAgentRunner": "._agents._claude_runner",
     "GateCommand": "._config",
     "RunConfig": "._config",
@@ -90,6 +95,7 @@ _LAZY: dict[str, str] = {
     "StoryMerged": "._events",
     "StoryStarted": "._events",
     "StoryStatusChanged": "._events",
+    "ToolRefused": "._events",
     "GateReport": "._workflow._run",
     "Run": "._workflow._run",
     "RunReport": "._workflow._run",
@@ -136,6 +142,7 @@ __all__ = [
     "RunReport",
     "RunResumed",
     "RunStarted",
+    "Sandbox",
     "SessionFinished",
     "SessionResult",
     "SessionSpec",
@@ -146,6 +153,8 @@ __all__ = [
     "StoryStarted",
     "StoryStatusChanged",
     "ToolCall",
+    "ToolRefusal",
+    "ToolRefused",
     "__version__",
     "open_run",
     "run_epic",

@@ -32,6 +32,7 @@ Backend = Literal["trio", "asyncio"]
 PermissionMode = Literal["default", "acceptEdits", "plan", "bypassPermissions"]
 Workspace = Literal["worktrees", "checkout"]
 FinishMode = Literal["merge", "branch", "push"]
+SandboxMode = Literal["auto", "required", "off"]
 
 
 @attrs.frozen
@@ -123,6 +124,13 @@ class RunConfig:
     (placeholders substituted per argument; never through a shell)."""
     merge_attempts: int = attrs.field(default=2, validator=_positive)
     """Resolver sessions a story gets when it conflicts with the integration branch."""
+    sandbox: SandboxMode = "auto"
+    """The agents' OS sandbox for shell commands: ``auto`` (where the platform has it, else a
+    warning), ``required`` (missing: exit 3) or ``off``."""
+    sandbox_allowed_domains: tuple[str, ...] = ()
+    """Hosts the agents' shell commands may reach (none by default)."""
+    sandbox_deny_read: tuple[str, ...] = ()
+    """Paths the agents' shell may not read, besides the built-in credential places."""
 
 
 DEFAULT_MAX_JOBS = 4
@@ -172,6 +180,12 @@ _SCALAR_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "remote": ((str,), "a git remote name or URL"),
     "pr_command": ((str,), "a command line"),
     "merge_attempts": ((int,), "an integer"),
+    "sandbox": ((str,), "one of auto, required, off"),
+}
+_LIST_KEYS: dict[str, str] = {
+    "stories": "an array of story ids",
+    "sandbox_allowed_domains": "an array of host names",
+    "sandbox_deny_read": "an array of paths",
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "progress": ("auto", "rich", "plain", "jsonl"),
@@ -179,8 +193,9 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "permission_mode": ("default", "acceptEdits", "plan", "bypassPermissions"),
     "workspace": ("worktrees", "checkout"),
     "finish": ("merge", "branch", "push"),
+    "sandbox": ("auto", "required", "off"),
 }
-CONFIG_KEYS: tuple[str, ...] = (*sorted(_SCALAR_KEYS), "gates", "stories")
+CONFIG_KEYS: tuple[str, ...] = (*sorted(_SCALAR_KEYS), "gates", *sorted(_LIST_KEYS))
 """Every key the config file accepts (the docs' reference is checked against this)."""
 
 
@@ -240,6 +255,11 @@ def parse_config_table(source: str, table: Mapping[str, object]) -> dict[str, ob
             if items is None or not all(isinstance(s, str | int | float) for s in items):
                 raise ConfigError(f"{source}: key 'stories' must be an array of story ids")
             values["stories"] = tuple(str(s) for s in items)
+        elif key in _LIST_KEYS:
+            items = cast(list[object], value) if isinstance(value, list) else None
+            if items is None or not all(isinstance(s, str) and s.strip() for s in items):
+                raise ConfigError(f"{source}: key '{raw_key}' must be {_LIST_KEYS[key]}")
+            values[key] = tuple(str(s).strip() for s in items)
         elif key in _SCALAR_KEYS:
             values[key] = _check_scalar(source, key, value)
         else:

@@ -28,6 +28,7 @@ __all__ = [
     "StoryMerged",
     "StoryStarted",
     "StoryStatusChanged",
+    "ToolRefused",
 ]
 
 
@@ -45,6 +46,8 @@ class RunStarted:
     stories: tuple[str, ...]
     budget_usd: float | None = None
     resumed: bool = False
+    warnings: tuple[str, ...] = ()
+    """One line each, e.g. that the agents' shell runs without the OS sandbox."""
     ts: float = attrs.field(factory=_now)
 
 
@@ -80,6 +83,19 @@ class AgentActivity:
     role: str
     tool: str
     target: str = ""
+    ts: float = attrs.field(factory=_now)
+
+
+@attrs.frozen(kw_only=True)
+class ToolRefused:
+    """A tool call an agent made was refused: by the file-tool policy (``policy: ...``) or by the
+    OS sandbox around its shell (``sandbox: ...``). ``target`` is the file, host or command."""
+
+    story_id: str
+    role: str
+    tool: str
+    target: str
+    reason: str
     ts: float = attrs.field(factory=_now)
 
 
@@ -215,6 +231,7 @@ Event = (
     | StoryStarted
     | PhaseStarted
     | AgentActivity
+    | ToolRefused
     | SessionFinished
     | PhaseFinished
     | StoryStatusChanged
@@ -233,6 +250,7 @@ EVENT_TYPES: dict[str, type[Any]] = {
     "story_started": StoryStarted,
     "phase_started": PhaseStarted,
     "agent_activity": AgentActivity,
+    "tool_refused": ToolRefused,
     "session_finished": SessionFinished,
     "phase_finished": PhaseFinished,
     "story_status_changed": StoryStatusChanged,

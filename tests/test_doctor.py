@@ -145,12 +145,29 @@ async def test_without_bundled_cli_path_is_searched(
 def test_auth_names_the_variable_never_the_value() -> None:
     for name in _doctor.AUTH_VARIABLES:
         result = check_auth({name: KEY})
-        assert result == CheckResult(name="auth", ok=True, detail=f"{name} set")
+        assert result.ok
+        assert result.detail.startswith(f"{name} set; runs use the ")
+        assert result.detail.endswith(f"({name})")
+        assert KEY not in result.detail
     both = check_auth({"ANTHROPIC_API_KEY": KEY, "CLAUDE_CODE_OAUTH_TOKEN": KEY})
-    assert both.detail == "ANTHROPIC_API_KEY, CLAUDE_CODE_OAUTH_TOKEN set"
-    missing = check_auth({"ANTHROPIC_API_KEY": "  "})
+    assert both.detail == (
+        "ANTHROPIC_API_KEY, CLAUDE_CODE_OAUTH_TOKEN set; runs use the API key (ANTHROPIC_API_KEY)"
+    )
+    missing = check_auth({"ANTHROPIC_API_KEY": "  ", "HOME": "/nonexistent-home"})
     assert (missing.ok, missing.fatal) == (False, True)
     assert "ANTHROPIC_API_KEY" in missing.hint
+    assert "claude login" in missing.hint
+
+
+def test_auth_names_a_claude_login_when_no_variable_is_set(tmp_path: Path) -> None:
+    credentials = tmp_path / ".claude" / ".credentials.json"
+    credentials.parent.mkdir()
+    credentials.write_text('{"claudeAiOauth": {"accessToken": "sk-ant-oat01-secret"}}')
+    result = check_auth({"HOME": str(tmp_path)})
+    assert result.ok
+    assert result.detail == f"runs use your `claude login` ({credentials})"
+    assert "secret" not in result.detail
+    assert not check_auth({"HOME": str(tmp_path / "elsewhere")}).ok
 
 
 # --- API ----------------------------------------------------------------------------------------
@@ -355,6 +372,7 @@ async def test_run_checks_in_order_and_the_exit_decision(tmp_path: Path) -> None
         "process containment",
         "auth",
         "API",
+        "sandbox",
         "gate pytest",
         "BMAD layout",
         "git",
@@ -364,16 +382,18 @@ async def test_run_checks_in_order_and_the_exit_decision(tmp_path: Path) -> None
     assert "git init" in results[-1].detail  # tmp_path is no repository: what run needs
     assert preflight_failed(refused)
     offline = await run_checks(tmp_path, env={}, cli_path=cli, gates=(), api=False)
-    assert [r.name for r in offline] == [
+    names = [
         "Claude Code CLI",
         "process containment",
         "auth",
+        "sandbox",
         "gates",
         "BMAD layout",
         "git",
     ]
-    assert not offline[3].ok
-    assert "none configured and none detected" in offline[3].detail
+    assert [r.name for r in offline] == names
+    assert not offline[4].ok
+    assert "none configured and none detected" in offline[4].detail
     assert preflight_failed(offline)  # no credentials
     text = text_of(results + refused)
     assert KEY not in text
@@ -399,3 +419,24 @@ def test_checks_table_renders_marks_and_hints() -> None:
     assert any("FAIL" in row and "refused" in row for row in rows)
     assert any("warn" in row and "`ruff` not found" in row for row in rows)
     assert "hint: check the key" in text
+
+
+# --- sandbox ------------------------------------------------------------------------------------
+
+
+def test_sandbox_check_warns_under_auto_fails_under_required_and_names_the_install() -> None:
+    from bmad_trio._agents._sandbox import SandboxProbe
+    from bmad_trio._commandline._doctor import check_sandbox
+
+    missing = SandboxProbe(
+        available=False, detail="bubblewrap (bwrap) not found", install="sudo apt-get install x"
+    )
+    auto = check_sandbox("auto", missing)
+    assert (auto.ok, auto.fatal) == (False, False)
+    assert "sudo apt-get install x" in auto.hint
+    required = check_sandbox("required", missing)
+    assert (required.ok, required.fatal) == (False, True)
+    assert check_sandbox("off", missing).ok
+    works = check_sandbox("auto", SandboxProbe(available=True, detail="bubblewrap and socat work"))
+    assert works.ok
+    assert "sandboxed" in works.detail

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from _git_project import init_repository
 
 from bmad_trio._commandline._doctor import format_checks, preflight_failed, run_checks
 from bmad_trio._config import GateCommand
@@ -71,7 +72,8 @@ def closed_port() -> int:
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "proj"
     (root / "_bmad").mkdir(parents=True)
-    return root
+    (root / "_bmad" / "README.md").write_text("installed\n")
+    return init_repository(root)  # what `run` needs: doctor's git line is ok
 
 
 async def test_doctor_accepts_the_servers_key(project: Path) -> None:
@@ -143,8 +145,10 @@ async def test_run_checks_against_the_scripted_server(project: Path) -> None:
         "process containment",
         "auth",
         "API",
+        "sandbox",
         "gate py",
         "BMAD layout",
+        "git",
     ]
     assert all(r.ok for r in good), good
     assert not preflight_failed(good)

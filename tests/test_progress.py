@@ -19,7 +19,7 @@ from bmad_trio._commandline._progress import (
     render,
     summary_table,
 )
-from bmad_trio._converter import event_from_json, make_converter
+from bmad_trio._converter import event_from_json, event_to_json, make_converter
 from bmad_trio._events import (
     AgentActivity,
     Event,
@@ -35,6 +35,7 @@ from bmad_trio._events import (
     StoryFinished,
     StoryStarted,
     StoryStatusChanged,
+    ToolRefused,
 )
 
 
@@ -389,6 +390,45 @@ async def test_plain_progress_writes_one_readable_line_per_event() -> None:
         "[00:42] resumed",
         "[00:41] run failed $0.30 41.0s: gate pytest failed",
     ]
+
+
+def test_a_start_warning_and_refusals_are_shown_in_every_mode() -> None:
+    started = RunStarted(
+        run_id="r-1",
+        epic="e.md",
+        project="/p",
+        stories=("1.1",),
+        warnings=("agents' shell commands run without the OS sandbox (bwrap not found)",),
+    )
+    refused = ToolRefused(
+        story_id="1.1",
+        role="qa",
+        tool="Bash",
+        target="src/app.py",
+        reason="sandbox: write outside the role's area",
+    )
+    lines: list[str] = []
+    progress = PlainProgress(lines.append, get_time=StepClock())
+    progress.handle(started)
+    progress.handle(refused)
+    text = "".join(lines).splitlines()
+    assert text[1].endswith(
+        "warning: agents' shell commands run without the OS sandbox (bwrap not found)"
+    )
+    assert text[2].endswith(
+        "1.1   qa: refused Bash src/app.py: sandbox: write outside the role's area"
+    )
+    model = ProgressModel()
+    model.apply(started)
+    model.apply(refused)
+    assert model.refusals == 1
+    console = Console(file=io.StringIO(), width=120)
+    console.print(render(model))
+    assert "warning: agents' shell commands run without the OS sandbox" in console.file.getvalue()  # type: ignore[attr-defined]
+    converter = make_converter()
+    data = json.loads(json.dumps(event_to_json(converter, refused)))
+    assert data["type"] == "tool_refused"
+    assert event_from_json(converter, data) == refused
 
 
 def test_plain_progress_can_show_every_activity_and_flushes() -> None:

@@ -43,9 +43,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
+import attrs
 
 from ._cli_processes import CLIProcesses
-from ._runner import AgentMessage, Outcome, SessionResult, SessionSpec, ToolCall
+from ._login import LoginCopy, expose_login
+from ._refusals import refusals_in
+from ._runner import AgentMessage, Outcome, SessionResult, SessionSpec, ToolCall, ToolRefusal
+from ._sandbox import existing_leftovers, remove_leftovers, sandbox_settings
 from ._tool_policy import tool_denial
 
 if TYPE_CHECKING:
@@ -110,6 +114,14 @@ class _SessionState:
     cancelled when the ResultMessage arrives and by ``aclose()``."""
     done: anyio.Event | None = None
     """Set once the session's processes are gone (``aclose()`` waits for it)."""
+    calls: dict[str, tuple[ToolCall, str]] = dataclasses.field(
+        default_factory=dict[str, tuple[ToolCall, str]]
+    )
+    """Tool calls by id: what they aimed at and, for Bash, the command (to read their results)."""
+    refusals: list[ToolRefusal] = dataclasses.field(default_factory=list[ToolRefusal])
+    sandboxed: bool = False
+    deny_read: tuple[str, ...] = ()
+    home: str | None = None
 
 
 def _jsonable(value: object) -> object:
@@ -149,6 +161,21 @@ def _category_for(status: int | None, reported: str | None) -> str:
     if status is not None and status >= 500:
         return "server_error"
     return reported or "unknown"
+
+
+def _result_text(content: object) -> str:
+    """A tool result's content (a string or a list of blocks) as text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts: list[str] = []
+        for block in cast(list[object], content):
+            if isinstance(block, dict):
+                text = cast(dict[str, object], block).get("text")
+                if isinstance(text, str):
+                    parts.append(text)
+        return "\n".join(parts)
+    return ""
 
 
 def _tool_target(tool_input: Mapping[str, object]) -> str:
@@ -279,7 +306,10 @@ class ClaudeAgentRunner:
     ``env`` is added to every session's environment (``ANTHROPIC_*`` and the CLI's own variables
     also pass through from the process environment unchanged). With ``isolate_config`` (default)
     each runner gives the CLI a fresh ``CLAUDE_CONFIG_DIR`` so no user settings leak in; API-key
-    and token auth work as usual, a ``claude login`` session does not.
+    and token auth work as usual, and with neither a ``claude login`` user's credentials file is
+    copied into it (see :mod:`._login`). A spec with a ``sandbox`` runs its shell commands in
+    Claude Code's OS sandbox (see :mod:`._sandbox`); refused calls come back as ``refusal``
+    messages and in ``SessionResult.refusals``.
 
     Use it as ``async with ClaudeAgentRunner() as runner:``; leaving the block kills any CLI still
     running. It also works without the block (call :meth:`aclose` when done).
@@ -299,6 +329,8 @@ class ClaudeAgentRunner:
         self._max_buffer_size = max_buffer_size
         self._processes: CLIProcesses | None = None
         self._config_dir: Path | None = None
+        self._login: LoginCopy | None = None
+        self._login_checked = False
         self._sessions: set[_SessionState] = set()
         """Sessions running now, for :meth:`aclose` to stop."""
 
@@ -327,6 +359,9 @@ class ClaudeAgentRunner:
             for state in live:
                 if state.done is not None:
                     await state.done.wait()
+        if self._login is not None:
+            self._login.write_back()  # a token the CLI refreshed goes back before the copy goes
+            self._login, self._login_checked = None, False
         if self._processes is not None:
             self._processes.close()
             self._processes = None
@@ -403,10 +438,28 @@ class ClaudeAgentRunner:
         # defaults only fill what the environment does not already say.
         defaults = {k: v for k, v in OFFLINE_SAFE_ENV.items() if k not in os.environ}
         env: dict[str, str] = {**defaults, **self._env, **spec.env, **session_env}
+        hidden: list[str] = []
         if self._isolate_config and "CLAUDE_CONFIG_DIR" not in {**os.environ, **env}:
             config_dir = processes.directory / "config"
             config_dir.mkdir(mode=0o700, exist_ok=True)  # transcripts: prompts and tool output
             env["CLAUDE_CONFIG_DIR"] = str(config_dir)
+            hidden.append(str(config_dir))  # the shell never reads the CLI's config (nor a login)
+            if not self._login_checked:
+                # Only the login's credentials file, none of the user's settings, hooks or plugins.
+                self._login_checked = True
+                self._login = expose_login(config_dir, env)
+        sandbox = None
+        if spec.sandbox is not None:
+            sandbox = sandbox_settings(
+                spec.sandbox,
+                cwd=spec.cwd,
+                writable_roots=spec.writable_roots,
+                env={**os.environ, **env},
+                deny_read_extra=hidden,
+            )
+            state.sandboxed = True
+            state.deny_read = spec.sandbox.deny_read
+            state.home = env.get("HOME", os.environ.get("HOME"))
         system_prompt: SystemPromptPreset = {"type": "preset", "preset": "claude_code"}
         if spec.system_prompt:
             system_prompt["append"] = spec.system_prompt
@@ -425,6 +478,7 @@ class ClaudeAgentRunner:
             max_buffer_size=self._max_buffer_size,
             can_use_tool=can_use_tool,
             hooks={"PreToolUse": [HookMatcher(matcher=None, hooks=[confine])]},
+            sandbox=sandbox,
         )
 
     async def run_session(
@@ -445,6 +499,8 @@ class ClaudeAgentRunner:
         processes = self._ensure_processes()
         session_env, tag = processes.session_env()
         options = self._options(spec, session_env, state)
+        cwd = spec.cwd
+        before = existing_leftovers(cwd, state.home) if state.sandboxed else None
         now = anyio.current_time()
         deadline = now + spec.timeout_s
         # Why a scope of our own for reading: its cancel means "stop reading, decide the outcome"
@@ -479,6 +535,8 @@ class ClaudeAgentRunner:
             # bounded, though the layer's kill already gives up after a few seconds.
             with anyio.move_on_after(2 * _KILL_WAIT_S, shield=True):
                 await processes.kill_session(tag, _KILL_WAIT_S)
+            if before is not None:
+                remove_leftovers(cwd, state.home, before)  # a few stats; the CLI is gone
             state.done.set()  # set even if the kill gave up: aclose() must never wait forever
         # A caller's cancel that arrived while a scope of ours was absorbing its own (the reading
         # scope, _unwind's) is still pending: surface it rather than return a result.
@@ -563,6 +621,8 @@ class ClaudeAgentRunner:
                 elif isinstance(block, ToolUseBlock):
                     call = ToolCall(_safe(block.name), _tool_target(block.input))
                     state.tools.append(call)
+                    command = block.input.get("command")
+                    state.calls[block.id] = (call, command if isinstance(command, str) else "")
                     out.append(AgentMessage(kind="tool_use", tool=call, data=data))
             if not out:
                 # Thinking only: nothing to show, but its usage is what a killed session is
@@ -570,6 +630,7 @@ class ClaudeAgentRunner:
                 out.append(AgentMessage(kind="system", text="assistant", data=data))
         elif isinstance(message, UserMessage):
             out.append(AgentMessage(kind="user", data=data))
+            out.extend(self._refusals(message.content, state))
         elif isinstance(message, SystemMessage):
             if message.subtype == "api_retry":
                 delay = message.data.get("retry_delay_ms") or message.data.get("retryDelayMs")
@@ -585,6 +646,39 @@ class ClaudeAgentRunner:
             out.append(AgentMessage(kind="result", text=_safe(message.result or ""), data=data))
         return out
 
+    def _refusals(self, content: object, state: _SessionState) -> list[AgentMessage]:
+        """The refused calls a user message's tool results report, as ``refusal`` messages."""
+        from claude_agent_sdk import ToolResultBlock
+
+        out: list[AgentMessage] = []
+        if not isinstance(content, list):
+            return out
+        for block in cast(list[object], content):
+            if not isinstance(block, ToolResultBlock):
+                continue
+            call, command = state.calls.pop(block.tool_use_id, (ToolCall("?"), ""))
+            found = refusals_in(
+                call.name,
+                call.target,
+                _safe(_result_text(block.content)),
+                sandboxed=state.sandboxed and call.name == "Bash",
+                command=command,
+                deny_read=state.deny_read,
+                home=state.home,
+            )
+            for refusal in found:
+                state.refusals.append(refusal)
+                tool = ToolCall(refusal.tool, refusal.target)
+                out.append(
+                    AgentMessage(
+                        kind="refusal",
+                        tool=tool,
+                        text=refusal.reason,
+                        data={"type": "refusal", **attrs.asdict(refusal)},
+                    )
+                )
+        return out
+
     def _result(self, state: _SessionState, duration_s: float) -> SessionResult:
         from claude_agent_sdk import ProcessError, ResultError, ResultMessage
 
@@ -596,6 +690,7 @@ class ClaudeAgentRunner:
             "tools": tuple(state.tools),
             "final_text": state.texts[-1] if state.texts else "",
             "retry_after_s": state.retry_after_s,
+            "refusals": tuple(state.refusals),
         }
         result = state.result if isinstance(state.result, ResultMessage) else None
         if result is not None:

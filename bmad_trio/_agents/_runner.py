@@ -25,6 +25,7 @@ from .._errors import (
     ConfigTypeError,
     ConfigValueError,
 )
+from ._sandbox import Sandbox
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
@@ -37,6 +38,7 @@ __all__ = [
     "SessionResult",
     "SessionSpec",
     "ToolCall",
+    "ToolRefusal",
 ]
 
 
@@ -153,6 +155,31 @@ def _path(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> Non
         raise ConfigTypeError(f"{_where(attribute)} must be a path, not {type(value).__name__}")
 
 
+def _to_roots(value: object) -> Any:
+    """An iterable of paths becomes a tuple of Paths; None and anything else are left as they are."""
+    if value is None or isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        return value
+    return tuple(_to_path(item) for item in cast(Iterable[object], value))
+
+
+def _roots(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    field = _where(attribute)
+    if not isinstance(value, tuple):
+        raise ConfigTypeError(
+            f"{field} must be a sequence of paths or None, not {type(value).__name__}"
+        )
+    for item in cast(tuple[object, ...], value):
+        if not isinstance(item, Path):
+            raise _wrong_type(field, "a sequence of paths", item)
+
+
+def _sandbox(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not isinstance(value, Sandbox):
+        raise _wrong_type(_where(attribute), "a Sandbox or None", value)
+
+
 def _role(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, Role):
         raise _wrong_type(_where(attribute), "a Role", value)
@@ -208,6 +235,14 @@ class SessionSpec:
     idle_timeout_s: float = attrs.field(default=600.0, validator=_seconds)
     """How long the agent may send nothing, in seconds (``math.inf``: no idle limit)."""
     env: Mapping[str, str] = attrs.field(factory=dict[str, str], validator=_env)
+    sandbox: Sandbox | None = attrs.field(default=None, validator=_sandbox)
+    """Run the agent's shell commands in the OS sandbox with this policy (None: no sandbox)."""
+    writable_roots: tuple[Path, ...] | None = attrs.field(
+        default=None, converter=_to_roots, validator=_roots
+    )
+    """Where the agent's shell may write under the sandbox, besides temp space: ``None`` is
+    ``cwd`` (Dev, fixer: the story's project or worktree); ``()`` nothing (QA, SM: their files are
+    written with file tools, confined by ``writable_paths``)."""
 
 
 @attrs.frozen
@@ -218,11 +253,22 @@ class ToolCall:
     target: str = ""
 
 
+@attrs.frozen
+class ToolRefusal:
+    """A tool call a fence refused: the tool, what it aimed at, and why."""
+
+    tool: str
+    target: str
+    reason: str
+
+
 @attrs.frozen(kw_only=True)
 class AgentMessage:
     """One message from a running session, as the workflow sees it (JSON-able ``data``)."""
 
-    kind: Literal["text", "tool_use", "tool_result", "system", "result", "user"]
+    kind: Literal["text", "tool_use", "tool_result", "system", "result", "user", "refusal"]
+    """``refusal``: a tool call a fence refused; ``tool`` names the tool and its target,
+    ``text`` the reason."""
     text: str = ""
     tool: ToolCall | None = None
     data: Mapping[str, object] = attrs.field(factory=dict[str, object])
@@ -247,6 +293,8 @@ class SessionResult:
     api_status: int | None = None
     retry_after_s: float | None = None
     session_id: str | None = None
+    refusals: tuple[ToolRefusal, ...] = ()
+    """Tool calls the file-tool policy or the OS sandbox refused, in order."""
 
     @property
     def ok(self) -> bool:

@@ -25,6 +25,7 @@ import httpx
 from rich.table import Table
 from rich.text import Text
 
+from .._agents._sandbox import SandboxMode, SandboxProbe, probe_sandbox
 from .._config import GateCommand
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "check_cli",
     "check_containment",
     "check_gate_tools",
+    "check_sandbox",
     "checks_table",
     "find_cli",
     "format_checks",
@@ -186,19 +188,50 @@ def _present(env: Mapping[str, str]) -> list[str]:
     return [name for name in AUTH_VARIABLES if env.get(name, "").strip()]
 
 
+_KINDS: Final = {
+    "ANTHROPIC_API_KEY": "the API key",
+    "ANTHROPIC_AUTH_TOKEN": "the auth token",
+    "CLAUDE_CODE_OAUTH_TOKEN": "the OAuth token",
+}
+
+
+def _login_token(env: Mapping[str, str]) -> str | None:
+    """The access token of the user's ``claude login`` (never shown), if there is one."""
+    import json
+
+    from .._agents._login import login_source
+
+    source = login_source(env)
+    if source is None:
+        return None
+    try:
+        data: object = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    oauth = data.get("claudeAiOauth") if isinstance(data, dict) else None  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+    token = oauth.get("accessToken") if isinstance(oauth, dict) else None  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+    return token if isinstance(token, str) and token.strip() else None
+
+
 def check_auth(env: Mapping[str, str]) -> CheckResult:
-    """Which credential variables are set (by name only)."""
+    """Which credential a run uses: a variable (by name only), else the user's ``claude login``."""
     present = _present(env)
-    if not present:
-        return CheckResult(
-            name="auth",
-            ok=False,
-            detail="none of " + ", ".join(AUTH_VARIABLES) + " is set",
-            hint="export ANTHROPIC_API_KEY=… (or run `claude setup-token` and export "
-            "CLAUDE_CODE_OAUTH_TOKEN)",
-            fatal=True,
-        )
-    return CheckResult(name="auth", ok=True, detail=", ".join(present) + " set")
+    if present:
+        uses = f"runs use {_KINDS[present[0]]} ({present[0]})"
+        return CheckResult(name="auth", ok=True, detail=", ".join(present) + f" set; {uses}")
+    from .._agents._login import login_source
+
+    source = login_source(env)
+    if source is not None:
+        return CheckResult(name="auth", ok=True, detail=f"runs use your `claude login` ({source})")
+    return CheckResult(
+        name="auth",
+        ok=False,
+        detail="none of " + ", ".join(AUTH_VARIABLES) + " is set, and no `claude login`",
+        hint="export ANTHROPIC_API_KEY=… (or run `claude login`, or `claude setup-token` and "
+        "export CLAUDE_CODE_OAUTH_TOKEN)",
+        fatal=True,
+    )
 
 
 def _auth_headers(env: Mapping[str, str]) -> tuple[dict[str, str], bool]:
@@ -211,6 +244,8 @@ def _auth_headers(env: Mapping[str, str]) -> tuple[dict[str, str], bool]:
         headers["x-api-key"] = api_key
     if auth_token:
         headers["authorization"] = f"Bearer {auth_token}"
+    if not api_key and not auth_token and not oauth_token:
+        oauth_token = _login_token(env) or ""
     if not api_key and not auth_token and oauth_token:
         headers["authorization"] = f"Bearer {oauth_token}"
         headers["anthropic-beta"] = OAUTH_BETA
@@ -244,7 +279,7 @@ async def check_api(
             fatal=True,
         )
     where = _safe_origin(base)
-    if not _present(env):
+    if not _present(env) and _login_token(env) is None:
         return CheckResult(
             name="API", ok=False, detail=f"{where}: not checked (no credentials)", fatal=True
         )
@@ -301,6 +336,32 @@ async def check_api(
         ok=False,
         detail=f"{where} answered HTTP {status}",
         hint="the API is reachable but unhappy (rate limit or outage); runs wait and retry",
+    )
+
+
+# --- sandbox ------------------------------------------------------------------------------------
+
+
+def check_sandbox(mode: SandboxMode, probe: SandboxProbe) -> CheckResult:
+    """Whether the agents' OS sandbox works (``probe`` ran a sandboxed command), and how to
+    install it if not: a warning under ``auto``, fatal under ``required``, ok under ``off``."""
+    if mode == "off":
+        return CheckResult(
+            name="sandbox", ok=True, detail="off (sandbox = off): file-tool policy only"
+        )
+    if probe.available:
+        return CheckResult(
+            name="sandbox", ok=True, detail=f"{probe.detail}: agents' shell sandboxed"
+        )
+    hint = f"install it: {probe.install}" if probe.install else "no OS sandbox on this platform"
+    if mode == "auto":
+        hint += " (or set sandbox = off to silence this)"
+    return CheckResult(
+        name="sandbox",
+        ok=False,
+        detail=f"{probe.detail}: agents' shell commands would run unsandboxed",
+        hint=hint,
+        fatal=mode == "required",
     )
 
 
@@ -449,11 +510,13 @@ async def run_checks(
     api: bool = True,
     cli_timeout_s: float = 10.0,
     api_timeout_s: float = 5.0,
+    sandbox: SandboxMode = "auto",
 ) -> list[CheckResult]:
-    """Every check, in a fixed order: CLI, containment, auth, API (unless ``api=False``), gates,
-    layout, git.
+    """Every check, in a fixed order: CLI, containment, auth, API (unless ``api=False``), sandbox,
+    gates, layout, git.
 
-    The CLI and API checks run concurrently. Cancellation stops both (the subprocess is killed).
+    The CLI, API and sandbox checks run concurrently. Cancellation stops them (the subprocesses
+    are killed; the sandbox probe's thread is abandoned and ends within its own timeout).
     """
     cli_result: list[CheckResult] = []
     api_result: list[CheckResult] = []
@@ -464,15 +527,22 @@ async def run_checks(
     async def api_check() -> None:
         api_result.append(await check_api(env, client=client, request_timeout_s=api_timeout_s))
 
+    async def sandbox_check() -> None:
+        probe = await anyio.to_thread.run_sync(probe_sandbox, abandon_on_cancel=True)
+        sandbox_result.append(check_sandbox(sandbox, probe))
+
+    sandbox_result: list[CheckResult] = []
     async with anyio.create_task_group() as group:
         group.start_soon(cli_check)
         if api:
             group.start_soon(api_check)
+        group.start_soon(sandbox_check)
     return [
         *cli_result,
         check_containment(env),
         check_auth(env),
         *api_result,
+        *sandbox_result,
         *(check_gate_tools(project, gates, env) if gates else [no_gates_result()]),
         check_bmad_layout(project),
         check_git(project),

@@ -89,6 +89,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         choices=("merge", "branch", "push"),
         help="at the end: merge (fast-forward your branch), branch (leave it), push (to remote)",
     )
+    group.add_argument(
+        "--sandbox",
+        choices=("auto", "required", "off"),
+        help="agents' OS sandbox for shell commands (auto: where the platform has it)",
+    )
     group.add_argument("--config", type=Path, metavar="FILE", help="extra config file (TOML)")
     group.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -218,6 +223,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "notify",
         "allow_dirty",
         "finish",
+        "sandbox",
     )
     values: dict[str, object] = {n: getattr(args, n, None) for n in names}
     stories = getattr(args, "stories", None)
@@ -256,6 +262,10 @@ def _preflight(config: RunConfig, env: dict[str, str]) -> None:
     auth = check_auth(env)
     if not auth.ok and auth.fatal:
         raise PreflightError(f"{auth.detail} ({auth.hint})")
+    if config.sandbox == "required":
+        from .._agents._sandbox import probe_sandbox, run_sandbox
+
+        run_sandbox("required", probe_sandbox())  # PreflightError, naming what to install
 
 
 # -- run / resume / demo -------------------------------------------------------------------------
@@ -720,7 +730,11 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
     async def check() -> list[Any]:
         return await run_checks(
-            project, env=dict(os.environ), cli_path=config.cli_path, gates=gates
+            project,
+            env=dict(os.environ),
+            cli_path=config.cli_path,
+            gates=gates,
+            sandbox=config.sandbox,
         )
 
     results = anyio.run(check)

@@ -45,6 +45,7 @@ from .._events import (
     StoryMerged,
     StoryStarted,
     StoryStatusChanged,
+    ToolRefused,
 )
 
 __all__ = [
@@ -179,6 +180,10 @@ class ProgressModel:
 
     max_cycles: int = 10
     run_id: str | None = None
+    warnings: tuple[str, ...] = ()
+    """The run's start-up warnings (e.g. no OS sandbox), shown under the header."""
+    refusals: int = 0
+    """Tool calls the policy or the sandbox refused so far."""
     epic: str | None = None
     budget_usd: float | None = None
     started_at: float | None = None
@@ -228,6 +233,7 @@ class ProgressModel:
         match event:
             case RunStarted():
                 self.run_id, self.epic, self.budget_usd = event.run_id, event.epic, event.budget_usd
+                self.warnings = event.warnings
                 self.started_at = at
                 for story_id in event.stories:
                     self.story(story_id)
@@ -247,6 +253,8 @@ class ProgressModel:
                 story = self.story(event.story_id)
                 story.tool, story.target = event.tool, event.target
                 story.role = event.role
+            case ToolRefused():
+                self.refusals += 1
             case SessionFinished():
                 self.story(event.story_id).cost_usd += event.cost_usd
             case PhaseFinished():
@@ -457,6 +465,7 @@ def render(
     """
     now = model.last_event_at if now is None else now
     parts: list[RenderableType] = [_header(model, now)]
+    parts += [Text(f"warning: {warning}", style="yellow") for warning in model.warnings]
     parts += _story_lines(model, now, max_rows, width)
     if model.gates:
         parts += _gate_lines(model.gates.values())
@@ -589,7 +598,8 @@ def _plain_line(model: ProgressModel, event: Event) -> str | None:
         case RunStarted():
             budget = "" if event.budget_usd is None else f", budget {_money(event.budget_usd)}"
             verb = "resumed" if event.resumed else "started"
-            return f"run {event.run_id} {verb}: epic {event.epic}, {len(event.stories)} stories{budget}"
+            line = f"run {event.run_id} {verb}: epic {event.epic}, {len(event.stories)} stories{budget}"
+            return "\n".join([line, *(f"warning: {w}" for w in event.warnings)])
         case StoryStarted():
             title = f' "{_one_line(event.title, 60)}"' if event.title else ""
             branch = f" on {event.branch}" if event.branch else ""
@@ -599,6 +609,9 @@ def _plain_line(model: ProgressModel, event: Event) -> str | None:
         case AgentActivity():
             target = _shorten_target(event.target, 60)
             return f"{event.story_id}   {event.role}: {event.tool} {target}".rstrip()
+        case ToolRefused():
+            target = _shorten_target(event.target, 60)
+            return f"{event.story_id}   {event.role}: refused {event.tool} {target}: {event.reason}"
         case SessionFinished():
             error = f": {_one_line(event.error, 120)}" if event.error else ""
             return (

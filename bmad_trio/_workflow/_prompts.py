@@ -27,6 +27,15 @@ ROLE_TOOLS: Mapping[Role, tuple[str, ...]] = {
     Role.FIXER: (*_READ, "Write", "Edit", "MultiEdit", "Bash"),
 }
 """Per-role allowlists: SM may only write story files and QA may not edit code (see writable)."""
+SHELL_WRITES_PROJECT: Mapping[Role, bool] = {
+    Role.SM: False,
+    Role.DEV: True,
+    Role.QA: False,
+    Role.FIXER: True,
+}
+"""Whether the role's shell may write the project under the OS sandbox. The sandbox cannot grant
+single files inside a read-only project, so QA's shell gets none of it: QA writes its gate and
+story files with file tools, which the writable globs confine (SM has no shell)."""
 
 
 @attrs.frozen

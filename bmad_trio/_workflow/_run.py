@@ -36,6 +36,7 @@ from anyio.streams.memory import (
 
 from .. import _git
 from .._agents._runner import AgentRunner
+from .._agents._sandbox import Sandbox, probe_sandbox, run_sandbox
 from .._bmad import (
     Epic,
     EpicStory,
@@ -270,6 +271,8 @@ class Run:
         self._resume = resume
         self._resume_overrides = None if resume_overrides is None else frozenset(resume_overrides)
         self._overridden: tuple[str, ...] = ()
+        self._sandbox: Sandbox | None = None
+        self._sandbox_warning: str | None = None
         self._environ = dict(os.environ if environ is None else environ)
         self.config: RunConfig = config
         send, receive = anyio.create_memory_object_stream[Event](event_buffer)
@@ -412,6 +415,7 @@ class Run:
             # Before anything is written: not a repository, no commit, a dirty checkout or a
             # detached HEAD is bad input (exit 2) that names the commands that fix it.
             await _git.check_repository(config.project, allow_dirty=config.allow_dirty)
+        self._sandbox, self._sandbox_warning = await _run_sandbox(config)
         lock = RunLock.for_project(config.project)
         try:
             lock.acquire()
@@ -489,6 +493,7 @@ class Run:
             budget=Budget(config.budget_usd, spent, jobs=jobs, stories=len(prepared.stories)),
             pause=PauseGate(emit),
             api_backoff_s=config.rate_limit_backoff,
+            sandbox=self._sandbox,
         )
         status: RunStatus = "failed"
         reason: str | None = None
@@ -515,8 +520,11 @@ class Run:
                     stories=tuple(s.story_id for s in prepared.stories),
                     budget_usd=config.budget_usd,
                     resumed=resumed,
+                    warnings=(self._sandbox_warning,) if self._sandbox_warning else (),
                 )
             )
+            if self._sandbox_warning:
+                log.warning("%s", self._sandbox_warning)
             task_status.started(self)
             log.info("run %s started: %d stories", run_id, len(prepared.stories))
             if resumed:
@@ -955,3 +963,18 @@ async def serve_run(
     ) as run:
         task_status.started(run)
         return await run.wait()
+
+
+async def _run_sandbox(config: RunConfig) -> tuple[Sandbox | None, str | None]:
+    """The run's OS sandbox for agents' shells: probed once per run (a few ms in a worker thread;
+    cancellation abandons the wait, the probe's own timeout ends it). Raises PreflightError for
+    ``sandbox = required`` without one."""
+    probe = None
+    if config.sandbox != "off":
+        probe = await anyio.to_thread.run_sync(probe_sandbox, abandon_on_cancel=True)
+    return run_sandbox(
+        config.sandbox,
+        probe,
+        allowed_domains=config.sandbox_allowed_domains,
+        deny_read=config.sandbox_deny_read,
+    )

@@ -21,6 +21,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .._agents._pricing import UsageMeter
 from .._agents._runner import AgentMessage, AgentRunner, Outcome, Role, SessionResult, SessionSpec
+from .._agents._sandbox import Sandbox
 from .._bmad import Epic, Layout, SprintStatusFile
 from .._config import RunConfig
 from .._errors import BudgetSpent, RunAbort
@@ -31,10 +32,11 @@ from .._events import (
     RunResumed,
     SessionFinished,
     StoryFinished,
+    ToolRefused,
 )
 from .._state._run_files import RunFiles, TranscriptWriter
 from .._state._store import Store, StoryRow
-from ._prompts import RolePlan, rel
+from ._prompts import SHELL_WRITES_PROJECT, RolePlan, rel
 
 __all__ = [
     "Budget",
@@ -245,6 +247,8 @@ class RunServices:
     budget: Budget
     pause: PauseGate
     api_backoff_s: float = 30.0
+    sandbox: Sandbox | None = None
+    """The OS sandbox for the agents' shell commands (None: none)."""
     gate_lock: anyio.Lock = attrs.field(factory=anyio.Lock)
     """Held while quality gates (and their fixer sessions) run. Gates run in the project's one
     tree; two at once (e.g. after two stories that end together) would run two linters and two
@@ -292,6 +296,8 @@ class RunServices:
             max_turns=config.max_turns,
             timeout_s=config.session_timeout,
             idle_timeout_s=config.idle_timeout,
+            sandbox=self.sandbox,
+            writable_roots=None if SHELL_WRITES_PROJECT[plan.role] else (),
         )
         # The runner sends into ``send`` and closes it; the relay task reads ``receive``. Bounded,
         # so a relay that falls behind (a slow event reader downstream) slows the session rather
@@ -368,6 +374,16 @@ class RunServices:
                         role=role.value,
                         tool=message.tool.name,
                         target=_short_target(self.layout.project, message.tool.target),
+                    )
+                )
+            elif message.kind == "refusal" and message.tool is not None:
+                await self.emit(
+                    ToolRefused(
+                        story_id=story_id,
+                        role=role.value,
+                        tool=message.tool.name,
+                        target=_short_target(self.layout.project, message.tool.target),
+                        reason=message.text,
                     )
                 )
 
