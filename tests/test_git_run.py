@@ -13,6 +13,7 @@ from _disk_agent import DiskAgent, make_project
 from _git_project import commit_all, git, init_repository, log_subjects, make_git_project, trailers
 
 from bmad_trio import (
+    GateCommand,
     Outcome,
     PreflightError,
     RunConfig,
@@ -22,7 +23,7 @@ from bmad_trio import (
     run_epic,
 )
 from bmad_trio._bmad import parse_story
-from bmad_trio._commandline._main import main
+from bmad_trio._commandline._main import build_parser, main
 from bmad_trio._commandline._plan import make_plan
 from bmad_trio._workflow._workspace import clean_worktrees
 from bmad_trio.testing import MockAgentRunner, parse_context
@@ -415,3 +416,54 @@ async def test_a_commit_hook_that_refuses_a_landing_gets_a_fixer_then_the_story_
     assert ran.read_text().count("run") == 2  # refused once, then accepted: landings only
     tree = git(project, "ls-tree", "-r", "--name-only", "bmad/epic-1").splitlines()
     assert "fixed" in tree
+
+
+@pytest.mark.parametrize("after_each_story", [False, True])
+async def test_quality_gates_run_on_the_merged_branch(
+    tmp_path: Path, after_each_story: bool
+) -> None:
+    project = make_git_project(tmp_path / "project")
+    seen = tmp_path / "gate-cwd.txt"
+    # The gate passes only where every story's code and story file is: the run's merged tree.
+    script = (
+        "import os, pathlib, sys\n"
+        f"pathlib.Path({str(seen)!r}).open('a').write(os.getcwd() + '\\n')\n"
+        "ok = pathlib.Path('code.py').is_file() and pathlib.Path('docs/stories').is_dir()\n"
+        "sys.exit(0 if ok else 1)\n"
+    )
+    gate = GateCommand("merged", (sys.executable, "-c", script))
+    config = _config(
+        project,
+        finish="branch",
+        skip_gates=False,
+        gates=(gate,),
+        gates_after_each_story=after_each_story,
+    )
+    report = await run_epic(config, runner=DiskAgent().runner())
+    assert report.status == "done", report.failure_reason
+    assert [(g.name, g.passed) for g in report.gates] == [("merged", True)]
+    cwds = seen.read_text().splitlines()
+    assert cwds
+    assert all(cwd.endswith("_integration") for cwd in cwds), cwds
+    assert len(cwds) == (4 if after_each_story else 1)  # after each of 3 stories, then the run
+    assert not (project / "code.py").exists()  # finish = branch: the checkout is untouched
+
+
+def test_the_command_line_takes_the_git_options_and_clean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = make_git_project(tmp_path / "project")
+    assert main(["clean", "--project", str(project)]) == 0
+    assert "nothing to clean" in capsys.readouterr().out
+    (project / "unsaved.txt").write_text("x\n")
+    # Bad input before the preflight: a dirty checkout is exit 2, naming the file and the way out.
+    code = main(["run", "docs/prd/epic-1.md", "--project", str(project), "--finish", "branch"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "unsaved.txt" in err
+    assert "--allow-dirty" in err
+    assert not (project / ".bmad-trio").exists()
+    args = build_parser().parse_args(
+        ["run", "1", "--allow-dirty", "--finish", "push", "--sandbox", "off", "--jobs", "3"]
+    )
+    assert (args.allow_dirty, args.finish, args.sandbox, args.jobs) == (True, "push", "off", 3)

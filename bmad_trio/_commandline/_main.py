@@ -276,6 +276,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = _load(args, epic=args.epic)
     prepare_run(config)  # bad input is exit 2 before the preflight's exit 3
+    if config.workspace == "worktrees":  # so is a repository run cannot start from
+        import functools
+
+        import anyio
+
+        from .._git import check_repository
+
+        anyio.run(
+            functools.partial(check_repository, config.project, allow_dirty=config.allow_dirty)
+        )
     env = dict(os.environ)
     _preflight(config, env)
     return _run_with_progress(config, resume=False, debug=args.debug)
