@@ -14,6 +14,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+from _git_project import init_repository
 
 from bmad_trio import Outcome, RunConfig, SessionResult, SessionSpec, run_epic
 from bmad_trio._bmad import detect_layout, parse_story, read_sprint_status
@@ -78,6 +79,12 @@ def make_v6_project(root: Path) -> Path:
     (root / ARTIFACTS).mkdir(parents=True)
     (root / ARTIFACTS / "sprint-status.yaml").write_text(SPRINT)
     return root
+
+
+def make_v6_repository(root: Path) -> Path:
+    """:func:`make_v6_project` committed as the first commit of a git repository (what ``run``
+    needs on the command line)."""
+    return init_repository(make_v6_project(root))
 
 
 def _set_sprint(root: Path, sprint_rel: str, story_id: str, word: str) -> None:

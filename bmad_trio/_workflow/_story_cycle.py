@@ -44,7 +44,7 @@ from .._bmad._v6_review import (
     open_findings_text,
     review_items,
 )
-from .._errors import ProjectError
+from .._errors import GitError, ProjectError
 from .._events import PhaseFinished, PhaseStarted, StoryStatusChanged
 from ._prompts import RolePlan, rel, role_plan
 from ._run_services import PhaseVerdict, RunAbort, RunServices, StoryReport, story_report
@@ -55,6 +55,8 @@ __all__ = ["StoryCycle"]
 log = logging.getLogger("bmad_trio.workflow")
 
 _MAX_API_RETRIES = 8
+_COMMIT_LIMIT_S = 120.0
+"""How long a phase commit may take (it runs shielded from cancellation; see _checkpoint)."""
 _FINDINGS_LIMIT = 6000
 
 
@@ -283,14 +285,21 @@ class StoryCycle:
         and a phase in flight is rolled back to this commit."""
         if self._workspace is None or self._place is None:
             return
-        await self._workspace.checkpoint(
-            self._place,
-            story=self.story,
-            role=role,
-            cycle=self.cycles,
-            what=what,
-            cost_usd=cost_usd,
-        )
+        # Shielded, but bounded: a phase whose work is on disk is committed even when the run is
+        # being cancelled right now (Ctrl-C just after a session ended), so a resume never runs
+        # finished work again. A commit is a few local git commands; past the limit the story
+        # fails instead of recording a phase that has no commit.
+        with anyio.move_on_after(_COMMIT_LIMIT_S, shield=True) as scope:
+            await self._workspace.checkpoint(
+                self._place,
+                story=self.story,
+                role=role,
+                cycle=self.cycles,
+                what=what,
+                cost_usd=cost_usd,
+            )
+        if scope.cancelled_caught:
+            raise GitError(f"committing {what!r} took longer than {_COMMIT_LIMIT_S:.0f} s")
 
     # -- phases -------------------------------------------------------------------------------
 

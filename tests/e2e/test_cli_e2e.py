@@ -184,7 +184,8 @@ POINTS: dict[str, Callable[[list[Event]], bool]] = {
 
 def _start_run(project: Path, env: dict[str, str], tmp_path: Path, name: str) -> CliProcess:
     return CliProcess(
-        ["run", DEMO_EPIC, "--project", str(project), "--progress", "jsonl"],
+        # One story at a time: the tests count the one session an interrupt cuts short.
+        ["run", DEMO_EPIC, "--project", str(project), "--progress", "jsonl", "--jobs", "1"],
         env=env,
         cwd=project,
         stderr_path=tmp_path / f"{name}.err",

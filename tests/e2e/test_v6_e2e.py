@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from _cli_helpers import CliProcess, StoreView, api_env, status_json
+from _git_project import init_repository
 from anyio.from_thread import start_blocking_portal
 from test_v6_review import ARTIFACTS, make_v6_project
 
@@ -34,7 +35,7 @@ def _v6_project(root: Path) -> Path:
     (root / "bmad-trio.toml").write_text(
         f'[[gates]]\nname = "unittest"\ncommand = "{python} -m unittest discover -s tests"\n'
     )
-    return root
+    return init_repository(root)  # what `run` needs
 
 
 @pytest.fixture
