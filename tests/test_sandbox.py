@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from _disk_agent import DiskAgent, make_project
+from _git_project import init_repository
 
 from bmad_trio import (
     AgentMessage,
@@ -251,7 +252,7 @@ async def test_a_run_gives_each_role_its_area_and_reports_refusals(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_run, "probe_sandbox", lambda: WORKS)
-    project = make_project(tmp_path)
+    project = init_repository(make_project(tmp_path))
 
     def refused(spec: SessionSpec) -> list[AgentMessage]:
         if spec.role is not Role.QA:
@@ -294,7 +295,7 @@ async def test_auto_without_a_sandbox_warns_and_required_refuses_to_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_run, "probe_sandbox", lambda: MISSING)
-    project = make_project(tmp_path)
+    project = init_repository(make_project(tmp_path))
     runner = MockAgentRunner(DiskAgent().handle)
     config = RunConfig(
         epic=project / "docs" / "prd" / "epic-1.md",
@@ -342,7 +343,7 @@ def test_run_with_sandbox_required_and_none_exits_3_before_anything_is_written(
 
     monkeypatch.setattr(_sandbox, "probe_sandbox", lambda: MISSING)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
-    project = make_project(tmp_path)
+    project = init_repository(make_project(tmp_path))
     epic = str(project / "docs" / "prd" / "epic-1.md")
     code = main(["run", epic, "--project", str(project), "--sandbox", "required"])
     assert code == 3

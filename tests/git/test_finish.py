@@ -139,6 +139,11 @@ async def test_push_is_never_forced(tmp_path: Path) -> None:
     sh_git(tmp_path, "init", "-q", "--bare", str(remote))
     # Someone else's commit already on the remote's branch of that name.
     other = init_repo(tmp_path / "other")
+    # Its own content: two repositories made in the same second would otherwise share their first
+    # commit, and the push would be a plain fast-forward.
+    (other / "theirs.txt").write_text("someone else's work\n")
+    sh_git(other, "add", "-A")
+    sh_git(other, "commit", "-q", "-m", "someone else's commit")
     sh_git(other, "push", "-q", str(remote), f"main:refs/heads/{INTEGRATION}")
     theirs = sh_git(remote, "rev-parse", INTEGRATION).strip()
     result = await _finish(repo, start, "push", remote=str(remote))
