@@ -42,6 +42,8 @@ async def land_done_story(
     assert place.worktree is not None
     assert place.branch is not None
     config, sid = services.config, story.story_id
+    if await workspace.landed(place):
+        return report  # landed before an interruption: nothing to do (no second merge phase)
     resolutions = hook_fixes = 0
     while True:
         phase_id = await _start(services, sid, "merge", "code", resolutions + hook_fixes + 1)

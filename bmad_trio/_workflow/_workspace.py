@@ -296,6 +296,11 @@ class GitWorkspace:
             await self._lane_send.send(_LandRequest(place, story, cost_usd, send))
             return await receive.receive()
 
+    async def landed(self, place: StoryPlace) -> bool:
+        """Has the story's branch, as it is now, landed on the run's branch already?"""
+        assert place.branch is not None
+        return await _git.is_landed(self.project, self.integration.branch, place.branch)
+
     def close_lane(self) -> None:
         """No more stories will land: the lane ends once it has landed those queued."""
         self._lane_send.close()
