@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 _RETRYABLE_API = frozenset({"rate_limit", "overloaded", "server_error", "usage_limit", "unknown"})
+_ON_FINISHED_LIMIT_S = 120.0
+"""How long ``run_session``'s shielded ``on_finished`` hook may take."""
 _LAST_SHARE = 0.01
 """A new session is not given less than this fraction of the cap (the last 1 % is not handed out)."""
 
@@ -270,11 +272,15 @@ class RunServices:
         cycle: int,
         phase_id: int | None,
         run_level: bool = False,
+        on_finished: Callable[[SessionResult], Awaitable[None]] | None = None,
     ) -> SessionResult:
         """One agent session in its own task group: the session and its transcript relay.
 
         Waits out a rate-limit pause first; raises BudgetSpent when nothing is left to spend.
         Records the session (cost included) in the store even when it was cancelled mid-way.
+        ``on_finished`` gets the result of a session that ran to its end, right after it is
+        recorded and shielded from a cancel that arrives then (the story cycle commits the
+        session's work there, so an interrupt just after a session never loses it).
         """
         # Both waits come before the session exists, so a cancel here leaves nothing to clean up:
         # the pause gate (a rate-limit pause of the whole run) and the budget reservation (which
@@ -323,6 +329,7 @@ class RunServices:
             _drain(receive, writer, meter)  # what the relay had no time for still counts
             receive.close()
             writer.close()
+            ended = result is not None  # the runner returned: the session ran to its end
             if result is None:  # cancelled: still record that the session ran
                 result = SessionResult(outcome=Outcome.CANCELLED, error="cancelled")
             result = _charged(result, meter, spec.label)
@@ -338,6 +345,10 @@ class RunServices:
                 rel(self.layout, writer.path),
                 started_at=started,
             )
+            if ended and on_finished is not None:
+                # Bounded: a phase commit is a few local git commands.
+                with anyio.move_on_after(_ON_FINISHED_LIMIT_S, shield=True):
+                    await on_finished(result)
         # After the ``finally``: a cancelled session emits nothing (the cancel propagates above),
         # and waiting for an event reader is never done on a cancelled path.
         await self.emit(

@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio
 import attrs
 
-from .._agents._runner import Role
+from .._agents._runner import Role, SessionResult
 from .._bmad import (
     EpicStory,
     QaGate,
@@ -95,9 +95,6 @@ class StoryCycle:
         self.cycles = cycles
         self._workspace = workspace
         self._place = place
-        self._session_role = "code"
-        self._session_cost = 0.0
-        """Role and cost of the phase's session, for its commit's trailers."""
         self._sm_attempts = 0
         self._api_retries = 0
         self._findings: str | None = None
@@ -317,10 +314,17 @@ class StoryCycle:
             await self.s.emit(
                 PhaseStarted(story_id=self.sid, phase=phase, role=plan.role.value, cycle=cycle)
             )
+
+            async def commit(result: SessionResult, role: str = plan.role.value) -> None:
+                # The session's work, committed as soon as it is recorded (shielded there by
+                # run_session): a cancel between the session and the phase's end loses nothing.
+                await self._checkpoint(
+                    role, f"{phase} session {result.outcome.value}", result.cost_usd
+                )
+
             result = await self.s.run_session(
-                plan, story_id=self.sid, cycle=cycle, phase_id=phase_id
+                plan, story_id=self.sid, cycle=cycle, phase_id=phase_id, on_finished=commit
             )
-            self._session_role, self._session_cost = plan.role.value, result.cost_usd
             await self.s.store.update_story(self.s.run_id, self.sid, add_duration=result.duration_s)
             verdict = self.s.handle_outcome(result)
             if verdict is PhaseVerdict.RETRY:
@@ -339,9 +343,9 @@ class StoryCycle:
     async def _end_phase(
         self, phase_id: int, phase: str, cycle: int, ok: bool, detail: str
     ) -> None:
-        role, cost = self._session_role, self._session_cost
-        self._session_role, self._session_cost = "code", 0.0
-        await self._checkpoint(role, f"{phase}: {detail}", cost)
+        # The session's own work was committed when it ended (see _phase); this commits what the
+        # code changed since (a status it decided), if anything.
+        await self._checkpoint("code", f"{phase}: {detail}")
         await self.s.store.finish_phase(phase_id, ok, detail)
         await self.s.emit(
             PhaseFinished(story_id=self.sid, phase=phase, cycle=cycle, ok=ok, detail=detail)
