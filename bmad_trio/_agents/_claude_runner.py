@@ -73,6 +73,14 @@ OFFLINE_SAFE_ENV: Mapping[str, str] = {
 }
 """Environment every session gets: no update checks, telemetry or other non-essential traffic."""
 
+PINNED_ENV: Mapping[str, str] = {"CLAUDE_CODE_SUBPROCESS_ENV_SCRUB": "0"}
+"""Environment every session gets whatever the user's says. ``CLAUDE_CODE_SUBPROCESS_ENV_SCRUB``
+puts the CLI (2.1.332) in its subprocess isolation mode: its own bubblewrap policy, which lets the
+shell write /home, /root, /tmp, /var, /opt, /run and /mnt, then replaces our sandbox's write limits
+(a Dev's ``echo x > $HOME/x`` succeeds), and at start the CLI creates empty files in HOME
+(``.bashrc``, ``.gitconfig``, ...) and in the project (``package.json``, ``.env``, lock files,
+``node_modules/.bin``), sandbox or not; it also forces the permission mode to ``default``."""
+
 _USAGE_LIMIT = re.compile(r"usage limit|limit reached|out of (?:extra )?usage", re.IGNORECASE)
 _RESET_EPOCH = re.compile(r"\|(\d{10})\b")
 _MAX_TARGET = 200
@@ -435,9 +443,10 @@ class ClaudeAgentRunner:
             }
 
         # The user's own values (ANTHROPIC_*, the CLI's variables) pass through unchanged: our
-        # defaults only fill what the environment does not already say.
+        # defaults only fill what the environment does not already say. The one exception,
+        # PINNED_ENV, wins over everything: the CLI would otherwise open our sandbox (see there).
         defaults = {k: v for k, v in OFFLINE_SAFE_ENV.items() if k not in os.environ}
-        env: dict[str, str] = {**defaults, **self._env, **spec.env, **session_env}
+        env: dict[str, str] = {**defaults, **self._env, **spec.env, **session_env, **PINNED_ENV}
         hidden: list[str] = []
         if self._isolate_config and "CLAUDE_CONFIG_DIR" not in {**os.environ, **env}:
             config_dir = processes.directory / "config"

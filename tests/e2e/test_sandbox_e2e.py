@@ -185,6 +185,34 @@ async def test_qa_cannot_edit_code_through_its_shell_but_writes_its_gate(tmp_pat
     assert len(refusals) >= 3, refusals
 
 
+async def test_subprocess_env_scrub_in_the_users_environment_does_not_open_the_sandbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``CLAUDE_CODE_SUBPROCESS_ENV_SCRUB=1`` (exported by the user) puts the CLI in its subprocess
+    isolation mode: its own bwrap policy, which lets the shell write /home, /root, /tmp and more,
+    takes over from our sandbox, and the CLI creates empty files (.bashrc, package.json, .env,
+    ...) in HOME and the project at start. The runner turns it off for every session."""
+    project, home, _ = _layout(tmp_path)
+    monkeypatch.setenv("CLAUDE_CODE_SUBPROCESS_ENV_SCRUB", "1")
+    spec = SessionSpec(
+        role=Role.DEV,
+        prompt="implement",
+        cwd=project,
+        allowed_tools=ROLE_TOOLS[Role.DEV],
+        sandbox=Sandbox(),
+        timeout_s=120.0,
+        idle_timeout_s=90.0,
+    )
+    command = f"echo x > {home}/planted.txt; echo rc=$?"
+    outcome, texts, _, error = await _session(spec, [command], home)
+
+    assert outcome is Outcome.OK, error
+    assert "rc=0" not in texts[0], texts
+    # no file at the top of HOME (the CLI's own folders, .claude, .cache, ..., are expected)
+    assert sorted(p.name for p in home.iterdir() if not p.is_dir()) == []
+    assert sorted(p.name for p in project.iterdir()) == [".bmad-trio", "docs", "link", "src"]
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="/proc/self/root is Linux's")
 def test_probe_reports_linux_sandbox() -> None:
     assert _PROBE.available
