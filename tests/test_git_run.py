@@ -467,3 +467,34 @@ def test_the_command_line_takes_the_git_options_and_clean(
         ["run", "1", "--allow-dirty", "--finish", "push", "--sandbox", "off", "--jobs", "3"]
     )
     assert (args.allow_dirty, args.finish, args.sandbox, args.jobs) == (True, "push", "off", 3)
+
+
+async def test_a_landing_whose_quality_gates_fail_is_taken_back_and_fails_that_story(
+    tmp_path: Path,
+) -> None:
+    project = make_git_project(tmp_path / "project")
+    # Fails on any tree holding story 1.2's file: 1.2's landing breaks the gate, fixers can't help.
+    script = "import pathlib, sys; sys.exit(1 if pathlib.Path('docs/stories/1.2.story.md').exists() else 0)"
+    gate = GateCommand("no-1.2", (sys.executable, "-c", script))
+    config = _config(
+        project,
+        finish="branch",
+        skip_gates=False,
+        gates=(gate,),
+        gates_after_each_story=True,
+        gate_fix_attempts=1,
+        jobs=1,
+    )
+    agent = DiskAgent()
+    report = await run_epic(config, runner=agent.runner())
+    statuses = {s.story_id: s.status for s in report.stories}
+    assert statuses == {"1.1": "done", "1.2": "failed", "1.3": "done"}, report.stories
+    failed = report.stories[1]
+    assert failed.failure_reason is not None
+    assert "quality gate(s) failed on the merged result" in failed.failure_reason
+    tree = git(project, "ls-tree", "-r", "--name-only", "bmad/epic-1").splitlines()
+    assert "docs/stories/1.2.story.md" not in tree  # taken back: the branch never kept it
+    assert "docs/stories/1.3.story.md" in tree
+    assert "1.2: Add farewell" not in log_subjects(project, "bmad/epic-1")
+    assert git(project, "rev-parse", "--verify", "bmad/epic-1-story-1.2")  # its work is kept
+    assert agent.sessions[("fixer", "fixer")] == 1  # one fixer, then the gate failed again

@@ -51,6 +51,9 @@ async def land_done_story(
         if outcome.status == "landed":
             await _end(services, phase_id, sid, "merge", True, f"landed as {outcome.commit}")
             return report
+        if outcome.status == "gates_failed":
+            await _end(services, phase_id, sid, "merge", False, outcome.output)
+            return await _failed(services, report, outcome.output)
         if outcome.status in ("error", "not_git"):
             await _end(services, phase_id, sid, "merge", False, outcome.output)
             return await _failed(services, report, f"could not land: {outcome.output}")

@@ -750,8 +750,12 @@ async def _schedule(
             # gates (with gates_after_each_story) run while the next story's agent work starts.
             reports[story.story_id] = report
             await services.emit(story_finished(report))
-            if report.status == "done" and config.gates_after_each_story and not config.skip_gates:
-                # On the merged result, while no other story lands (the lane holds the lock too).
+            if (
+                report.status == "done"
+                and config.gates_after_each_story
+                and not config.skip_gates
+                and not isinstance(workspace, GitWorkspace)  # there the lane runs them: verify()
+            ):
                 async with workspace.integration_lock:
                     merged = _at(services, workspace.integration_layout)
                     _keep_last(gates, await run_quality_gates(merged, config.gates or ()))
@@ -779,8 +783,31 @@ async def _schedule(
     # (nothing pending) then waits at the end of the ``async with`` for every story task still in
     # flight. A cancel of ``tg`` from a story task also cancels the loop's ``changed.wait()``,
     # and the loop ends by Cancelled (absorbed by ``tg``'s own scope, since ``tg`` was cancelled).
+    async def verify(story: EpicStory) -> str | None:
+        # The merge lane calls this after landing ``story``, still holding the run's branch:
+        # the quality gates (and their fixers) on the merged result decide whether it stays.
+        merged = _at(services, workspace.integration_layout)
+        try:
+            results = await run_quality_gates(merged, config.gates or ())
+        except RunAbort as exc:  # budget spent in a fixer: the run stops, as in a story's task
+            abort.append(exc)
+            tg.cancel_scope.cancel(reason=f"the run is stopping: {exc}")
+            return f"the run stopped: {exc}"
+        _keep_last(gates, results)
+        await workspace.commit_integration(
+            f"quality gates after {story.story_id}: the fixers' changes"
+        )
+        failed = [g for g in results if not g.passed and not g.skipped]
+        if not failed:
+            return None
+        return "quality gate(s) failed on the merged result: " + "; ".join(
+            f"{g.name}: {g.detail}" for g in failed
+        )
+
     async with anyio.create_task_group() as tg:
         if isinstance(workspace, GitWorkspace):
+            if config.gates_after_each_story and not config.skip_gates and config.gates:
+                workspace.verify = verify
             # The merge lane: the one task that writes the run's branch. It ends once the last
             # story has landed and close_lane() below has closed its queue.
             tg.start_soon(workspace.serve_lane, services.emit, name="merge lane")

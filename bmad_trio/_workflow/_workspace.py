@@ -67,7 +67,7 @@ class StoryPlace:
 class LandOutcome:
     """What the merge lane did with a done story."""
 
-    status: Literal["landed", "conflict", "hook_failed", "error", "not_git"]
+    status: Literal["landed", "conflict", "hook_failed", "gates_failed", "error", "not_git"]
     commit: str | None = None
     files: tuple[str, ...] = ()
     output: str = ""
@@ -214,8 +214,12 @@ class GitWorkspace:
     record_path: Path
     record: GitRecord
     integration_lock: anyio.Lock = attrs.field(factory=anyio.Lock)
-    """Held by the lane while it lands a story, and by quality gates run on the merged result
-    after a story (they and their fixers write the integration worktree too)."""
+    """Held by the lane while it lands a story (and checks it), and while a story's worktree is
+    made from the run's branch's tip (never a tip the lane may still take back)."""
+    verify: Callable[[EpicStory], Awaitable[str | None]] | None = None
+    """Run by the lane after a landing, before the landing counts (the quality gates on the
+    merged result, with ``gates_after_each_story``): None keeps it, a text takes it back (the
+    branch is reset to where it was) and fails the story with that text."""
     _lane_send: MemoryObjectSendStream[_LandRequest] = attrs.field(init=False)
     _lane_receive: MemoryObjectReceiveStream[_LandRequest] = attrs.field(init=False)
 
@@ -244,7 +248,8 @@ class GitWorkspace:
         """The story's worktree: made from the integration tip the first time (its dependencies
         have landed by then), reused as it is on resume."""
         branch = _git.story_branch_name(self.integration.branch, story.story_id)
-        tip = await _head(self.integration.path)
+        async with self.integration_lock:  # a tip the lane is still checking is not one yet
+            tip = await _head(self.integration.path)
         worktree = await _git.create_story_worktree(
             self.project,
             run_id=self.run_id,
@@ -345,6 +350,16 @@ class GitWorkspace:
             return LandOutcome(result.status, None, tuple(result.files), result.output)
         commit = result.commit
         synced = await self._sync_sprint_status(story)
+        if self.verify is not None:
+            problem = await self.verify(story)
+            if problem is not None:
+                # The landing does not count: the branch goes back to where it was, so no
+                # other story ever starts from (or lands onto) a result that failed its gates.
+                await _git.git(
+                    "reset", "--hard", "--quiet", result.previous, cwd=self.integration.path
+                )
+                await _git.git("clean", "-fd", "--quiet", cwd=self.integration.path)
+                return LandOutcome("gates_failed", output=problem)
         await self._note_story(story.story_id, merged_commit=commit or "")
         return LandOutcome("landed", synced or commit)
 
