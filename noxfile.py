@@ -48,17 +48,17 @@ def tests_asyncio(session: nox.Session) -> None:
 
 @nox.session(name="tests-portable")
 def tests_portable(session: nox.Session) -> None:
-    """The tests that start real CLIs (``-m e2e``: every process the containment layer handles),
-    on trio, with the Linux-only mechanisms off (``BMAD_TRIO_CONTAINMENT=portable``): the path
-    macOS uses, run here. The other tests use no process of their own (MockAgentRunner).
+    """The test suite on trio with the Linux-only mechanisms off (``BMAD_TRIO_CONTAINMENT=portable``):
+    the path macOS uses, run here. Every test that starts processes (real CLIs, quality gates,
+    git) goes through the containment layer's portable path.
 
     Left out, to keep CI time in check: the 200-session soak and the benchmark smoke runs, which
-    measure throughput and memory, not containment (~6 of the ~17 minutes this took on a loaded
-    2-core machine)."""
+    measure throughput and memory, not containment (~6 of the ~17 minutes the real-CLI tests took
+    on a loaded 2-core machine)."""
     _install_project(session, *TEST_DEPS)
     _pytest(
         session,
-        *("-p", "no:trio", "--ignore=tests/embed", "--backends=trio", "-m", "e2e"),
+        *("-p", "no:trio", "--ignore=tests/embed", "--backends=trio"),
         *("--ignore=tests/e2e/test_session_soak.py", "--ignore=tests/test_bench.py"),
         env={"BMAD_TRIO_CONTAINMENT": "portable"},
     )
