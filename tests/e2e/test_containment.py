@@ -252,7 +252,11 @@ async def test_native_asyncio_cancel_is_as_prompt_as_anyio(
 # --- issue 13.19 and the SIGKILL path: signals to an orchestrator process --------------------
 
 _ORCHESTRATOR = """
-import sys, anyio
+import signal, sys, anyio
+# Ctrl-C raises KeyboardInterrupt here, as in a command started from a terminal, whatever this
+# process inherited: a test run started in the background (`cmd &` in a script) has SIGINT
+# ignored, Python keeps an inherited SIG_IGN, and the SIGINT below would then do nothing.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from bmad_trio import Role, SessionSpec
 from bmad_trio._agents._claude_runner import ClaudeAgentRunner
