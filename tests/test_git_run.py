@@ -161,7 +161,8 @@ def _shared_file_agent(lines: dict[str, str], *, resolve: bool = True) -> MockAg
             started.add(context.story)
             if len(started) == 2:
                 both_started.set()
-            await both_started.wait()
+            with anyio.fail_after(120):  # a hang guard: a story that never starts is a failure
+                await both_started.wait()
         if context.task == "resolve merge conflict" and not resolve:
             return SessionResult(outcome=Outcome.OK, cost_usd=0.01, turns=1)  # gives up
         if context.role == "dev" and not context.task:

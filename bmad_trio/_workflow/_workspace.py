@@ -248,15 +248,17 @@ class GitWorkspace:
         """The story's worktree: made from the integration tip the first time (its dependencies
         have landed by then), reused as it is on resume."""
         branch = _git.story_branch_name(self.integration.branch, story.story_id)
-        async with self.integration_lock:  # a tip the lane is still checking is not one yet
+        # Under the lock: a tip the lane is still checking is not one yet, and worktrees are made
+        # one at a time (git writes the repository's shared worktree records and config).
+        async with self.integration_lock:
             tip = await _head(self.integration.path)
-        worktree = await _git.create_story_worktree(
-            self.project,
-            run_id=self.run_id,
-            story_key=story.key,
-            branch=branch,
-            base_commit=tip,
-        )
+            worktree = await _git.create_story_worktree(
+                self.project,
+                run_id=self.run_id,
+                story_key=story.key,
+                branch=branch,
+                base_commit=tip,
+            )
         layout, epic = self._rerooted(self._project_in(worktree.path))
         await self._note_story(story.story_id, branch=branch, worktree=str(worktree.path))
         return StoryPlace(layout, epic, branch=branch, worktree=worktree.path, base_commit=tip)
