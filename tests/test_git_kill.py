@@ -35,7 +35,7 @@ done = subprocess.run([real, *sys.argv[1:]])
 args = sys.argv[1:]
 if {trigger!r} in args and not os.path.exists({marker!r}):
     with open({marker!r}, "w") as handle:
-        handle.write(" ".join(args))
+        handle.write(str(os.getpid()) + " " + " ".join(args))
     while True:
         time.sleep(3600)
 sys.exit(done.returncode)
@@ -97,7 +97,9 @@ async def _kill_when(project: Path, tmp_path: Path, trigger: str) -> str:
                 await anyio.sleep(0.05)  # polling a file the wrapper writes: state, not timing
         process.send_signal(signal.SIGKILL)
         await process.wait()
-    return marker.read_text()
+    pid, _, command = marker.read_text().partition(" ")
+    os.kill(int(pid), signal.SIGKILL)  # the parked wrapper itself: nothing of the test outlives it
+    return command
 
 
 @pytest.mark.parametrize("trigger", ["--squash", "commit"])
