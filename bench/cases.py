@@ -121,6 +121,7 @@ async def epic_case(
                     await process.wait()
         case["returncode"] = process.returncode
         case["model_calls"] = len(api.message_requests)
+        case["request_bytes"] = sum(request.body_bytes for request in api.message_requests)
         case["status_calls"] = status.answered
         arrivals = list(clock.arrivals)
     case["leftover_processes"] = await anyio.to_thread.run_sync(kill_all, tag, process.pid)
@@ -143,6 +144,7 @@ async def epic_case(
     case["wall_per_story_s"] = wall / stories
     case["sessions_per_story"] = len(sessions) / stories
     case["model_calls_per_story"] = case["model_calls"] / stories
+    case["request_bytes_per_story"] = case["request_bytes"] / stories
     if arrivals:
         case["first_request_after_run_start_s"] = arrivals[0] - float(result["run_start"])
         case["first_request_after_spawn_s"] = arrivals[0] - spawn

@@ -248,9 +248,10 @@ async def test_recording_redacts_secrets_and_keeps_the_body() -> None:
         "anthropic-beta": "claude-code-20250219",
     }
     async with FakeAnthropicAPI() as api, httpx.AsyncClient(base_url=api.url) as client:
-        await client.post(URL, json=_body(), headers=headers)
+        sent = await client.post(URL, json=_body(), headers=headers)
         await client.post("/v1/messages/count_tokens?beta=true", json=_body(), headers=headers)
     first, second = api.requests
+    assert first.body_bytes == len(sent.request.content) > 0
     assert first.method == "POST"
     assert first.path == "/v1/messages"
     assert first.query == {"beta": "true"}

@@ -308,6 +308,7 @@ class FakeAnthropicAPI:
             headers=redact_headers(headers),
             body=parsed,
             number=number,
+            body_bytes=len(body),
         )
         self.requests.append(request)
         return request

@@ -93,7 +93,8 @@ class ApiRequest:
     """One HTTP request the fake server received, as recorded in ``api.requests``.
 
     ``headers`` are lower-cased with secrets redacted; ``body`` is the parsed JSON (or ``None``).
-    ``number`` counts ``POST /v1/messages`` requests on this server from 1 (0 for other paths).
+    ``number`` counts ``POST /v1/messages`` requests on this server from 1 (0 for other paths);
+    ``body_bytes`` is the body's size as received.
     """
 
     method: str
@@ -102,6 +103,7 @@ class ApiRequest:
     headers: Mapping[str, str] = attrs.field(factory=dict[str, str])
     body: object = None
     number: int = 0
+    body_bytes: int = 0
 
     @property
     def json(self) -> dict[str, object]:
