@@ -25,6 +25,8 @@ from bmad_trio import (
 from bmad_trio._bmad import parse_story
 from bmad_trio._commandline._main import build_parser, main
 from bmad_trio._commandline._plan import make_plan
+from bmad_trio._state._store import open_store
+from bmad_trio._workflow import _run as _run_module
 from bmad_trio._workflow._workspace import clean_worktrees
 from bmad_trio.testing import MockAgentRunner, parse_context
 
@@ -255,6 +257,43 @@ async def test_an_interrupted_run_resumes_without_redoing_committed_phases(
     assert agent.sessions[("1.2", "sm")] == 1  # its committed draft was not redone
     tree = git(project, "ls-tree", "-r", "--name-only", "bmad/epic-1").splitlines()
     assert "half.py" not in tree  # the killed session's half edit was rolled back
+
+
+async def test_a_run_cancelled_while_its_worktree_is_made_ends_interrupted_then_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slow first `git worktree add` (a big repository, a loaded machine) held open here: the
+    # run exists in the store, its workspace does not yet. The cancel must end it as an
+    # interrupted run (no error about its stories, no file left open) that `resume` finishes.
+    project = make_git_project(tmp_path / "project")
+    making = anyio.Event()
+    make_workspace = _run_module.open_workspace
+
+    async def stalled(*args: object, **kwargs: object) -> object:
+        making.set()
+        await anyio.sleep_forever()
+
+    monkeypatch.setattr(_run_module, "open_workspace", stalled)
+    config = _config(project, jobs=1, finish="branch")
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                await run_epic(config, runner=DiskAgent().runner())
+
+            tg.start_soon(run)
+            await making.wait()
+            scope.cancel(reason="the test interrupts the run while its worktree is made")
+    async with open_store(project) as store:
+        run_id = await store.latest_run_id()
+        assert run_id is not None
+        assert (await store.get_run(run_id)).status == "interrupted"
+        recorded = await store.stories(run_id)
+        assert recorded and {s.status for s in recorded} == {"draft"}
+    monkeypatch.setattr(_run_module, "open_workspace", make_workspace)
+    report = await run_epic(config, runner=DiskAgent().runner(), resume=True)
+    assert report.run_id == run_id
+    assert report.status == "done", report.failure_reason
 
 
 async def test_a_dirty_checkout_is_refused_before_anything_is_written(tmp_path: Path) -> None:

@@ -503,15 +503,17 @@ class Run:
         final: Event | None = None
         finish: str | None = None
         try:
+            # The stories first: a run cancelled while its workspace is made (a slow first
+            # `git worktree add`) still has them to report, and `resume` finds them.
+            for position, story in enumerate(prepared.stories):
+                await store.upsert_story(
+                    run_id, story.story_id, title=story.title, position=position, status="draft"
+                )
             # Where the agents work: the run's git worktrees (made, or on resume found again and
             # made consistent after a crash), or the checkout itself.
             workspace = await open_workspace(
                 config, layout, epic, run_id=run_id, run_dir=files.root, resumed=resumed
             )
-            for position, story in enumerate(prepared.stories):
-                await store.upsert_story(
-                    run_id, story.story_id, title=story.title, position=position, status="draft"
-                )
             await emit(
                 RunStarted(
                     run_id=run_id,
@@ -582,46 +584,50 @@ class Run:
             # our runner kills its processes without waiting for them, and RunFinished is only
             # offered to the stream here, never awaited (no reader can hold up this block).
             with anyio.CancelScope(shield=True):
-                cost = await store.run_cost(run_id)
-                duration = anyio.current_time() - started
-                branch = None if workspace is None else workspace.branch
-                await store.set_run_status(run_id, status, reason)
-                story_reports = [
-                    stories.get(s.story_id) or await _report_from_store(store, run_id, s)
-                    for s in prepared.stories
-                ]
-                report = RunReport(
-                    run_id=run_id,
-                    status=status,
-                    stories=tuple(story_reports),
-                    gates=tuple(gates),
-                    cost_usd=cost,
-                    duration_s=duration,
-                    failure_reason=reason,
-                    branch=branch,
-                    finish=finish,
-                )
-                self._report = report
-                final = self._record(
-                    RunFinished(
+                try:
+                    cost = await store.run_cost(run_id)
+                    duration = anyio.current_time() - started
+                    branch = None if workspace is None else workspace.branch
+                    await store.set_run_status(run_id, status, reason)
+                    story_reports = [
+                        stories.get(s.story_id) or await _recorded_report(store, run_id, s)
+                        for s in prepared.stories
+                    ]
+                    report = RunReport(
+                        run_id=run_id,
                         status=status,
+                        stories=tuple(story_reports),
+                        gates=tuple(gates),
                         cost_usd=cost,
                         duration_s=duration,
-                        reason=reason,
+                        failure_reason=reason,
                         branch=branch,
                         finish=finish,
-                    ),
-                    files,
-                )
-                if not ended_normally:
-                    self._offer(final)  # an exception is on its way out: no waiting for a reader
-                log.info("run %s %s: $%.4f, %.1f s", run_id, status, cost, duration)
-                if owned_runner:
-                    await runner.aclose()
-                if workspace is not None:
-                    workspace.close()
-                log_handle.detach()
-                files.close()
+                    )
+                    self._report = report
+                    final = self._record(
+                        RunFinished(
+                            status=status,
+                            cost_usd=cost,
+                            duration_s=duration,
+                            reason=reason,
+                            branch=branch,
+                            finish=finish,
+                        ),
+                        files,
+                    )
+                    if not ended_normally:
+                        self._offer(
+                            final
+                        )  # an exception is on its way out: no waiting for a reader
+                    log.info("run %s %s: $%.4f, %.1f s", run_id, status, cost, duration)
+                finally:  # whatever the store said, the run's files and processes go
+                    if owned_runner:
+                        await runner.aclose()
+                    if workspace is not None:
+                        workspace.close()
+                    log_handle.detach()
+                    files.close()
         # A normal end: RunFinished waits for room like every other event, so a reader that is
         # behind still gets it (after the shielded block: a cancel or detach can end this wait).
         assert final is not None
@@ -630,6 +636,18 @@ class Run:
 
 async def _report_from_store(store: Store, run_id: str, story: EpicStory) -> StoryReport:
     return story_report(await store.get_story(run_id, story.story_id), story.title)
+
+
+async def _recorded_report(store: Store, run_id: str, story: EpicStory) -> StoryReport:
+    """The story's report for the run's end: as stored, or an untouched draft when the run ended
+    before it recorded its stories (cancelled while writing them)."""
+    try:
+        return await _report_from_store(store, run_id, story)
+    except StateError:
+        return StoryReport(
+            story_id=story.story_id, title=story.title, status="draft", cycles=0, cost_usd=0.0,
+            duration_s=0.0,
+        )  # fmt: skip
 
 
 def _at(services: RunServices, layout: Layout, epic: Epic | None = None) -> RunServices:
