@@ -3,6 +3,8 @@ conflicts, resume, finish modes and the checks before a run."""
 
 from __future__ import annotations
 
+import functools
+import gc
 import json
 import sys
 from pathlib import Path
@@ -22,12 +24,12 @@ from bmad_trio import (
     open_run,
     run_epic,
 )
-from bmad_trio._bmad import parse_story
+from bmad_trio._bmad import detect_layout, parse_epic, parse_story
 from bmad_trio._commandline._main import build_parser, main
 from bmad_trio._commandline._plan import make_plan
 from bmad_trio._state._store import open_store
 from bmad_trio._workflow import _run as _run_module
-from bmad_trio._workflow._workspace import clean_worktrees
+from bmad_trio._workflow._workspace import GitWorkspace, clean_worktrees, open_workspace
 from bmad_trio.testing import MockAgentRunner, parse_context
 
 pytestmark = pytest.mark.anyio
@@ -289,11 +291,62 @@ async def test_a_run_cancelled_while_its_worktree_is_made_ends_interrupted_then_
         assert run_id is not None
         assert (await store.get_run(run_id)).status == "interrupted"
         recorded = await store.stories(run_id)
-        assert recorded and {s.status for s in recorded} == {"draft"}
+        assert [s.status for s in recorded] == ["draft"] * 3  # every story, none begun
     monkeypatch.setattr(_run_module, "open_workspace", make_workspace)
     report = await run_epic(config, runner=DiskAgent().runner(), resume=True)
     assert report.run_id == run_id
     assert report.status == "done", report.failure_reason
+
+
+async def _open_git_workspace(project: Path, *, resumed: bool) -> GitWorkspace:
+    config = _config(project)
+    layout = detect_layout(project)
+    epic = parse_epic(config.epic)
+    workspace = await open_workspace(
+        config, layout, epic, run_id="r1", run_dir=project / ".bmad-trio" / "r1", resumed=resumed
+    )
+    assert isinstance(workspace, GitWorkspace)
+    return workspace
+
+
+async def test_closing_the_workspace_closes_the_landings_the_lane_never_took(
+    tmp_path: Path,
+) -> None:
+    # A run cancelled while stories wait in the merge lane's queue: each queued request holds
+    # a reply stream that nobody will answer; closing the workspace closes them (else a
+    # ResourceWarning when they are collected, an error under this suite's filterwarnings).
+    project = make_git_project(tmp_path / "project", TWO_INDEPENDENT)
+    workspace = await _open_git_workspace(project, resumed=False)
+    stories = parse_epic(project / "docs" / "prd" / "epic-1.md").stories
+    async with anyio.create_task_group() as tg:
+        for story in stories:
+            place = await workspace.open_story(story)
+            tg.start_soon(functools.partial(workspace.land, place, story, cost_usd=0.0))
+        await anyio.wait_all_tasks_blocked()  # both queued; no lane serves them
+        tg.cancel_scope.cancel(reason="the test ends the run with landings queued")
+    workspace.close()
+    del workspace, tg
+    gc.collect()
+
+
+async def test_a_resume_cancelled_while_the_workspace_recovers_leaves_nothing_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = make_git_project(tmp_path / "project", TWO_INDEPENDENT)
+    (await _open_git_workspace(project, resumed=False)).close()
+
+    recovering = anyio.Event()
+
+    async def stalled(self: GitWorkspace) -> None:
+        recovering.set()
+        await anyio.sleep_forever()
+
+    monkeypatch.setattr(GitWorkspace, "recover", stalled)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(functools.partial(_open_git_workspace, project, resumed=True))
+        await recovering.wait()
+        tg.cancel_scope.cancel(reason="the test interrupts the resume while it recovers")
+    gc.collect()
 
 
 async def test_a_dirty_checkout_is_refused_before_anything_is_written(tmp_path: Path) -> None:

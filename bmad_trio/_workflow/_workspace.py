@@ -313,8 +313,15 @@ class GitWorkspace:
         self._lane_send.close()
 
     def close(self) -> None:
-        """The run is over: close both ends of the lane's queue (the lane may never have run)."""
+        """The run is over: close both ends of the lane's queue (the lane may never have run),
+        and the reply stream of every request still queued (a cancelled run leaves some)."""
         self._lane_send.close()
+        while True:
+            try:
+                request = self._lane_receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+            request.reply.close()
         self._lane_receive.close()
 
     async def serve_lane(self, emit: Callable[[Event], Awaitable[None]]) -> None:
@@ -544,7 +551,11 @@ async def open_workspace(
         record=record,
     )
     if resumed:
-        await workspace.recover()
+        try:
+            await workspace.recover()
+        except BaseException:  # a cancel included: nobody else holds the workspace to close it
+            workspace.close()
+            raise
     return workspace
 
 
