@@ -617,9 +617,8 @@ class Run:
                         files,
                     )
                     if not ended_normally:
-                        self._offer(
-                            final
-                        )  # an exception is on its way out: no waiting for a reader
+                        # An exception is on its way out: no waiting for a reader.
+                        self._offer(final)
                     log.info("run %s %s: $%.4f, %.1f s", run_id, status, cost, duration)
                 finally:  # whatever the store said, the run's files and processes go
                     if owned_runner:
