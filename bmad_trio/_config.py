@@ -33,6 +33,7 @@ PermissionMode = Literal["default", "acceptEdits", "plan", "bypassPermissions"]
 Workspace = Literal["worktrees", "checkout"]
 FinishMode = Literal["merge", "branch", "push"]
 SandboxMode = Literal["auto", "required", "off"]
+Engine = Literal["local", "dbos"]
 
 
 @attrs.frozen
@@ -124,6 +125,13 @@ class RunConfig:
     (placeholders substituted per argument; never through a shell)."""
     merge_attempts: int = attrs.field(default=2, validator=_positive)
     """Resolver sessions a story gets when it conflicts with the integration branch."""
+    engine: Engine = "local"
+    """Where the story cycles run: ``local`` (this process) or ``dbos`` (enqueued in the DBOS
+    database ``database``, taken by ``bmad-trio worker`` processes on any machine; needs the
+    ``distributed`` extra)."""
+    database: str | None = None
+    """The engine's database URL (``engine = "dbos"``): ``postgresql://…``. Prefer a password from
+    ``PGPASSWORD`` or ``~/.pgpass`` to one in the URL, which the run's stored settings keep."""
     sandbox: SandboxMode = "auto"
     """The agents' OS sandbox for shell commands: ``auto`` (where the platform has it, else a
     warning), ``required`` (missing: exit 3) or ``off``."""
@@ -181,6 +189,8 @@ _SCALAR_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "pr_command": ((str,), "a command line"),
     "merge_attempts": ((int,), "an integer"),
     "sandbox": ((str,), "one of auto, required, off"),
+    "engine": ((str,), "local or dbos"),
+    "database": ((str,), "a database URL"),
 }
 _LIST_KEYS: dict[str, str] = {
     "stories": "an array of story ids",
@@ -194,6 +204,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "workspace": ("worktrees", "checkout"),
     "finish": ("merge", "branch", "push"),
     "sandbox": ("auto", "required", "off"),
+    "engine": ("local", "dbos"),
 }
 CONFIG_KEYS: tuple[str, ...] = (*sorted(_SCALAR_KEYS), "gates", *sorted(_LIST_KEYS))
 """Every key the config file accepts (the docs' reference is checked against this)."""

@@ -94,6 +94,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "required", "off"),
         help="agents' OS sandbox for shell commands (auto: where the platform has it)",
     )
+    group.add_argument(
+        "--engine",
+        choices=("local", "dbos"),
+        help="where story cycles run: local (here) or dbos (on `bmad-trio worker`s)",
+    )
+    group.add_argument("--database", metavar="URL", help="the engine's database (postgresql://…)")
     group.add_argument("--config", type=Path, metavar="FILE", help="extra config file (TOML)")
     group.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -153,6 +159,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = commands.add_parser("doctor", help="preflight checks with fix hints")
     _add_project(doctor)
+
+    worker = commands.add_parser(
+        "worker",
+        help="take story cycles from the engine's queue and run them (engine = dbos)",
+        description="Serve story cycles of `run --engine dbos` runs until Ctrl-C: each in this "
+        "worker's own clone of --repo, each phase pushed to the story's branch there.",
+    )
+    worker.add_argument("--database", required=True, metavar="URL", help="the engine's database")
+    worker.add_argument("--repo", required=True, metavar="URL", help="the shared repository")
+    worker.add_argument("--jobs", type=int, default=2, metavar="N", help="cycles at once (2)")
+    worker.add_argument(
+        "--dir", type=Path, metavar="DIR", help="the worker's folder (./bmad-trio-worker)"
+    )
+    worker.add_argument("--name", metavar="NAME", help="this worker's id (host-pid-random)")
+    worker.add_argument(
+        "--dead-after",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="a worker silent this long is dead; its stories go to the others (10)",
+    )
+    worker.add_argument("--backend", choices=("trio", "asyncio"), help="event loop (trio)")
+    worker.add_argument("--debug", action="store_true", help="show tracebacks")
 
     fake = commands.add_parser("fake-api", help="run the scripted model server standalone")
     fake.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1)")
@@ -224,6 +253,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "allow_dirty",
         "finish",
         "sandbox",
+        "engine",
+        "database",
     )
     values: dict[str, object] = {n: getattr(args, n, None) for n in names}
     stories = getattr(args, "stories", None)
@@ -752,6 +783,54 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_PREFLIGHT if preflight_failed(results) else EXIT_OK
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    import functools
+    import importlib.util
+    import logging
+
+    import anyio
+
+    from .._errors import ConfigError
+
+    if importlib.util.find_spec("dbos") is None:
+        raise ConfigError(
+            "`worker` needs the distributed extra: pip install 'bmad-trio[distributed]'"
+        )
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be > 0, got {args.jobs}")
+    if args.dead_after <= 0:
+        raise ConfigError(f"--dead-after must be > 0, got {args.dead_after}")
+    from .._distributed import WorkerSettings, serve_worker
+
+    settings = WorkerSettings(
+        database=args.database,
+        repo=args.repo,
+        workdir=(args.dir or Path.cwd() / "bmad-trio-worker").resolve(),
+        jobs=args.jobs,
+        name=args.name,
+        dead_after_s=args.dead_after,
+        heartbeat_s=min(2.0, args.dead_after / 4),
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("bmad_trio")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+    async def serve() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_watch_signals, tg.cancel_scope)
+            name = await tg.start(functools.partial(serve_worker, settings))
+            print(f"bmad-trio worker {name}: serving (Ctrl-C stops it)", file=sys.stderr)
+            sys.stderr.flush()
+
+    try:
+        anyio.run(serve, backend=args.backend or "trio")
+    finally:
+        logger.removeHandler(handler)
+    return EXIT_INTERRUPTED
+
+
 def _cmd_fake_api(args: argparse.Namespace) -> int:
     import anyio
 
@@ -781,5 +860,6 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "plan": _cmd_plan,
     "demo": _cmd_demo,
     "doctor": _cmd_doctor,
+    "worker": _cmd_worker,
     "fake-api": _cmd_fake_api,
 }

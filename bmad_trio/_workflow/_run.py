@@ -169,6 +169,8 @@ def prepare_run(config: RunConfig, *, several_epics: bool = False) -> _Prepared:
         epic_location=config.epic_location,
         qa_location=config.qa_location,
     )
+    if config.engine != "local":
+        _check_engine(config)
     epic_arg = config.epic
     if epic_arg is None and config.epic_number is None:
         raise ConfigError("no epic given: pass an epic file or an epic number")
@@ -204,6 +206,21 @@ def prepare_run(config: RunConfig, *, several_epics: bool = False) -> _Prepared:
         stories = tuple(s for s in epic.stories if s.story_id in config.stories)
     # Unset gates are detected now, so the run stores and shows the gates it will run.
     return _Prepared(with_effective_quality_gates(config), layout, epic, stories, epics)
+
+
+def _check_engine(config: RunConfig) -> None:
+    """A run on an engine needs its database, git worktrees and the engine's library."""
+    if not config.database:
+        raise ConfigError(f"engine = {config.engine} needs the engine's database: --database URL")
+    if config.workspace != "worktrees":
+        raise ConfigError(f"engine = {config.engine} needs workspace = worktrees")
+    import importlib.util
+
+    if importlib.util.find_spec("dbos") is None:
+        raise ConfigError(
+            f"engine = {config.engine} needs the distributed extra: "
+            "pip install 'bmad-trio[distributed]'"
+        )
 
 
 class EventStream(anyio.abc.ObjectReceiveStream[Event]):
@@ -415,7 +432,7 @@ class Run:
             # Before anything is written: not a repository, no commit, a dirty checkout or a
             # detached HEAD is bad input (exit 2) that names the commands that fix it.
             await _git.check_repository(config.project, allow_dirty=config.allow_dirty)
-        self._sandbox, self._sandbox_warning = await _run_sandbox(config)
+        self._sandbox, self._sandbox_warning = await run_sandbox_for(config)
         lock = RunLock.for_project(config.project)
         try:
             lock.acquire()
@@ -480,6 +497,11 @@ class Run:
 
         jobs = effective_jobs(config, widest_level(prepared.stories))
         workspace: CheckoutWorkspace | GitWorkspace | None = None
+        remote = None
+        if config.engine == "dbos":
+            from .._distributed import open_remote_cycles
+
+            remote = open_remote_cycles(config, files)
 
         services = RunServices(
             config=config,
@@ -494,6 +516,7 @@ class Run:
             pause=PauseGate(emit),
             api_backoff_s=config.rate_limit_backoff,
             sandbox=self._sandbox,
+            remote=remote,
         )
         status: RunStatus = "failed"
         reason: str | None = None
@@ -623,6 +646,8 @@ class Run:
                 finally:  # whatever the store said, the run's files and processes go
                     if owned_runner:
                         await runner.aclose()
+                    if remote is not None:
+                        await remote.aclose()
                     if workspace is not None:
                         workspace.close()
                     log_handle.detach()
@@ -749,10 +774,13 @@ async def _schedule(
                             branch=place.branch,
                         )
                     )
-                    cycle = StoryCycle(
-                        mine, story, cycles=row.cycles, workspace=workspace, place=place
-                    )
-                    report = await cycle.run()
+                    if services.remote is not None:  # on a worker, through the engine
+                        report = await services.remote.run_cycle(mine, story, place)
+                    else:
+                        cycle = StoryCycle(
+                            mine, story, cycles=row.cycles, workspace=workspace, place=place
+                        )
+                        report = await cycle.run()
                     if report.status == "done" and isinstance(workspace, GitWorkspace):
                         # Its dependents start only once it has landed: from the merged tip.
                         report = await land_done_story(mine, workspace, place, story, report)
@@ -1009,7 +1037,7 @@ async def serve_run(
         return await run.wait()
 
 
-async def _run_sandbox(config: RunConfig) -> tuple[Sandbox | None, str | None]:
+async def run_sandbox_for(config: RunConfig) -> tuple[Sandbox | None, str | None]:
     """The run's OS sandbox for agents' shells: probed once per run (a few ms in a worker thread;
     cancellation abandons the wait, the probe's own timeout ends it). Raises PreflightError for
     ``sandbox = required`` without one."""

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import anyio.abc
@@ -22,7 +23,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from .._agents._pricing import UsageMeter
 from .._agents._runner import AgentMessage, AgentRunner, Outcome, Role, SessionResult, SessionSpec
 from .._agents._sandbox import Sandbox
-from .._bmad import Epic, Layout, SprintStatusFile
+from .._bmad import Epic, EpicStory, Layout, SprintStatusFile
 from .._config import RunConfig
 from .._errors import BudgetSpent, RunAbort
 from .._events import (
@@ -37,6 +38,9 @@ from .._events import (
 from .._state._run_files import RunFiles, TranscriptWriter
 from .._state._store import Store, StoryRow
 from ._prompts import SHELL_WRITES_PROJECT, RolePlan, rel
+
+if TYPE_CHECKING:
+    from ._workspace import StoryPlace
 
 __all__ = [
     "Budget",
@@ -130,6 +134,11 @@ class Budget:
         self._stories_left = max(0, stories)
         self._in_flight = 0
         self._settled: anyio.Event | None = None
+
+    @property
+    def jobs(self) -> int:
+        """The run's lanes: stories that may run sessions at once."""
+        return self._jobs
 
     def remaining(self) -> float | None:
         """What is neither spent nor reserved (None without a cap)."""
@@ -234,6 +243,14 @@ class PauseGate:
             await self._emit(RunResumed())
 
 
+class RemoteCycles(Protocol):
+    """Story cycles run elsewhere (``engine = "dbos"``: on workers); see ``_distributed``."""
+
+    async def run_cycle(
+        self, services: RunServices, story: EpicStory, place: StoryPlace
+    ) -> StoryReport: ...
+
+
 @attrs.define
 class RunServices:
     """Everything the story cycles of one run share. Owned by the run; not global."""
@@ -251,6 +268,8 @@ class RunServices:
     api_backoff_s: float = 30.0
     sandbox: Sandbox | None = None
     """The OS sandbox for the agents' shell commands (None: none)."""
+    remote: RemoteCycles | None = None
+    """Where story cycles run when not here (None: in this process)."""
     gate_lock: anyio.Lock = attrs.field(factory=anyio.Lock)
     """Held while quality gates (and their fixer sessions) run. Gates run in the project's one
     tree; two at once (e.g. after two stories that end together) would run two linters and two

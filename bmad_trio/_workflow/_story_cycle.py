@@ -50,7 +50,7 @@ from ._prompts import RolePlan, rel, role_plan
 from ._run_services import PhaseVerdict, RunAbort, RunServices, StoryReport, story_report
 from ._workspace import StoryPlace, Workspace
 
-__all__ = ["StoryCycle"]
+__all__ = ["CycleProgress", "StoryCycle"]
 
 log = logging.getLogger("bmad_trio.workflow")
 
@@ -77,6 +77,21 @@ class _Disk:
         return self.story.status if self.story else None
 
 
+@attrs.frozen
+class CycleProgress:
+    """What a story cycle counts in memory, so that a cycle taken up elsewhere (another worker,
+    after :meth:`StoryCycle.run_phases` stopped) goes on counting from there. Plain data: it
+    travels as JSON through the distributed engine's checkpoints."""
+
+    cycles: int = 0
+    sm_attempts: int = 0
+    api_retries: int = 0
+    review_failures: int = 0
+    findings: str | None = None
+    phases: int = 0
+    """Sessions run for the story so far: once one ran, our own decisions rule (see _read_disk)."""
+
+
 class StoryCycle:
     """Takes one story through SM → approval → Dev → QA → decision until done, failed or blocked."""
 
@@ -88,18 +103,21 @@ class StoryCycle:
         cycles: int = 0,
         workspace: Workspace | None = None,
         place: StoryPlace | None = None,
+        progress: CycleProgress | None = None,
     ) -> None:
         self.s = services
         """The story's services: their layout is the story's own tree (its git worktree)."""
         self.story = story
-        self.cycles = cycles
         self._workspace = workspace
         self._place = place
-        self._sm_attempts = 0
-        self._api_retries = 0
-        self._findings: str | None = None
-        self._review_failures = 0
+        start = progress if progress is not None else CycleProgress(cycles=cycles)
+        self.cycles = start.cycles
+        self._sm_attempts = start.sm_attempts
+        self._api_retries = start.api_retries
+        self._findings: str | None = start.findings
+        self._review_failures = start.review_failures
         """v6 code reviews in a row that left no verdict (bounded by max_cycles)."""
+        self._phases = start.phases
         self._last_status: StoryStatus | None = None
         self._started = anyio.current_time()
 
@@ -112,10 +130,33 @@ class StoryCycle:
         """BMAD v6: QA is v6 code-review (findings in the story, status set by it; no gate file)."""
         return self.s.layout.version == "v6"
 
+    @property
+    def progress(self) -> CycleProgress:
+        """The counts so far, to take the cycle up again with (see :class:`CycleProgress`)."""
+        return CycleProgress(
+            cycles=self.cycles,
+            sm_attempts=self._sm_attempts,
+            api_retries=self._api_retries,
+            review_failures=self._review_failures,
+            findings=self._findings,
+            phases=self._phases,
+        )
+
     async def run(self) -> StoryReport:
         """Run the cycle to an end state; returns the story's report. Raises RunAbort/BudgetSpent."""
+        report = await self.run_phases(None)
+        assert report is not None
+        return report
+
+    async def run_phases(self, limit: int | None) -> StoryReport | None:
+        """Run the cycle until it ends (its report) or until ``limit`` sessions have run and the
+        next would start (None: the caller commits, and takes the cycle up again with
+        :attr:`progress`, maybe on another machine). Raises RunAbort/BudgetSpent."""
         config = self.s.config
+        ran_before = self._phases
         while True:
+            if limit is not None and self._phases - ran_before >= limit:
+                return None
             disk = await self._read_disk()
             if disk.error is not None:
                 ended = await self._unreadable(disk)
@@ -176,7 +217,7 @@ class StoryCycle:
         """
         layout, story, config = self.s.layout, self.story, self.s.config
         sprint = self.s.sprint_status
-        consult = not await self.s.store.phases(self.s.run_id, self.sid)
+        consult = not self._phases and not await self.s.store.phases(self.s.run_id, self.sid)
 
         def read() -> _Disk:
             entries = sprint.entries() if sprint is not None and sprint.path.is_file() else {}
@@ -325,6 +366,7 @@ class StoryCycle:
             result = await self.s.run_session(
                 plan, story_id=self.sid, cycle=cycle, phase_id=phase_id, on_finished=commit
             )
+            self._phases += 1
             await self.s.store.update_story(self.s.run_id, self.sid, add_duration=result.duration_s)
             verdict = self.s.handle_outcome(result)
             if verdict is PhaseVerdict.RETRY:

@@ -1,0 +1,426 @@
+"""``bmad-trio worker``: take story cycles from the engine's queue and run them, phase by phase.
+
+A story cycle is the DBOS workflow ``bmad_trio.story_cycle``; each of its steps runs one phase
+(one agent session and the code's decision after it) in the worker's own clone of the shared
+repository, commits it and pushes it to the story's branch with ``--force-with-lease``. A step's
+output is the cycle's counts (:class:`CycleProgress`), checkpointed by DBOS. So when a worker
+dies mid-phase, another worker takes the workflow up again (see ``_heartbeat``): the finished
+steps are not run again, and the step in flight starts over from the last pushed phase commit.
+What runs next is decided from the story file on the branch, as on one machine.
+
+Threads: DBOS runs each workflow in a thread of its own; a step calls into this worker's event
+loop (trio or asyncio) through an anyio blocking portal, so the sessions, git and the store run
+on the loop like everywhere else. Cancellation (Ctrl-C, the embedding app's cancel): the phases
+in flight are cancelled (their sessions killed, nothing pushed), their workflows stay PENDING in
+the database, and this worker's heartbeat is expired so that a live worker re-enqueues them at
+once. DBOS is process-global: one worker per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import attrs
+from anyio.from_thread import BlockingPortal
+from dbos import DBOS, DBOSConfig
+
+from .. import _git
+from .._agents._runner import AgentRunner
+from .._bmad import EpicStory
+from .._config import RunConfig
+from .._converter import event_to_json, make_converter
+from .._errors import ConfigError, RunAbort
+from .._events import Event
+from .._state._redact import Redactor
+from .._state._run_files import RunFiles
+from .._state._store import Store
+from .._workflow._run import config_from_json, prepare_run, run_sandbox_for
+from .._workflow._run_services import RunServices
+from .._workflow._story_cycle import CycleProgress, StoryCycle
+from .._workflow._workspace import StoryPlace
+from ._engine import APP_VERSION, QUEUE_NAME, WORKFLOW_NAME
+from ._run_limits import SharedBudget, SharedPauseGate
+from ._shared import SharedState, call_retrying
+
+__all__ = ["WorkerSettings", "serve_worker"]
+
+log = logging.getLogger("bmad_trio.worker")
+
+_APP_NAME = "bmad-trio"
+
+
+class WorkerStopping(BaseException):
+    """Raised in a DBOS step when the worker is stopping. A BaseException on purpose: DBOS
+    records an ``Exception`` as the workflow's error, but lets this one through without
+    recording anything, so the workflow stays PENDING and another worker takes it up."""
+
+
+@attrs.frozen(kw_only=True)
+class WorkerSettings:
+    """How a worker runs (``bmad-trio worker``'s options)."""
+
+    database: str
+    """The engine's database (``postgresql://…``), the coordinator's ``--database``."""
+    repo: str
+    """The shared repository to clone, fetch story branches from and push them to."""
+    workdir: Path
+    """The worker's own folder: its clone, its store, transcripts and logs."""
+    jobs: int = 2
+    """Story cycles this worker runs at once (DBOS's ``worker_concurrency`` of the queue)."""
+    name: str | None = None
+    """This worker's executor id (default: host, pid and a random part). A worker restarted under
+    the same name takes up its own unfinished cycles at once."""
+    heartbeat_s: float = 2.0
+    dead_after_s: float = 10.0
+    """A worker silent this long is dead: a live one re-enqueues its story cycles."""
+    poll_s: float = 0.5
+    """How often the queue is polled for a story cycle to take."""
+    cli_path: Path | None = None
+
+
+async def serve_worker(
+    settings: WorkerSettings,
+    *,
+    runner: AgentRunner | None = None,
+    environ: dict[str, str] | None = None,
+    task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve story cycles until cancelled; ``task_status.started`` gets the executor id once the
+    worker takes work. Cancellation: see the module docstring."""
+    await _Worker(settings, runner, environ).serve(task_status)
+
+
+class _Worker:
+    def __init__(
+        self, settings: WorkerSettings, runner: AgentRunner | None, environ: dict[str, str] | None
+    ) -> None:
+        self.settings = settings
+        self.executor_id = (
+            settings.name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        )
+        self.clone = settings.workdir / "repo"
+        self._runner = runner
+        self._environ = environ
+        self._portal: BlockingPortal | None = None
+        self._stopping = False
+        self._shared = SharedState(settings.database)
+        self._store: Store | None = None
+        self._redactor = Redactor.from_environ(environ)
+        self._converter = make_converter()
+        self._tree_lock = anyio.Lock()
+        """git writes the clone's shared records (worktrees, config) one command at a time."""
+
+    async def serve(self, task_status: anyio.abc.TaskStatus[str]) -> None:
+        settings = self.settings
+        await anyio.Path(settings.workdir).mkdir(parents=True, exist_ok=True)
+        await self._ensure_clone()
+        await anyio.to_thread.run_sync(self._shared.create)
+        owned_runner = self._runner is None
+        if self._runner is None:
+            from .._agents._claude_runner import ClaudeAgentRunner
+
+            self._runner = ClaudeAgentRunner(cli_path=settings.cli_path)
+        self._store = await Store.open(settings.workdir, redactor=self._redactor)
+        launched = False
+        try:
+            async with BlockingPortal() as portal, anyio.create_task_group() as tg:
+                self._portal = portal
+                await anyio.to_thread.run_sync(self._launch)
+                launched = True
+                await anyio.to_thread.run_sync(self._beat, True)
+                tg.start_soon(self._heartbeat, name="heartbeat")
+                log.info(
+                    "worker %s serving %s (jobs %d)", self.executor_id, QUEUE_NAME, settings.jobs
+                )
+                task_status.started(self.executor_id)
+                await anyio.sleep_forever()
+        finally:
+            # Shielded: the worker's own cleanup must run to its end (it is bounded: DBOS's
+            # shutdown does not wait for workflows, each statement has the pool's timeouts).
+            with anyio.CancelScope(shield=True):
+                self._stopping = True
+                if launched:
+                    await anyio.to_thread.run_sync(self._shut_down)
+                await anyio.to_thread.run_sync(self._shared.dispose)
+                await self._store.aclose()
+                if owned_runner:
+                    await self._runner.aclose()
+
+    # -- DBOS, in worker threads -----------------------------------------------------------------
+
+    def _launch(self) -> None:
+        config: DBOSConfig = {
+            "name": _APP_NAME,
+            "system_database_url": self.settings.database,
+            "executor_id": self.executor_id,
+            "application_version": APP_VERSION,
+        }
+        DBOS(config=config)
+
+        def story_cycle(job: dict[str, Any]) -> dict[str, Any]:  # DBOS wants a plain function
+            return self._story_cycle(job)
+
+        DBOS.workflow(name=WORKFLOW_NAME)(story_cycle)
+        DBOS.launch()
+        DBOS.register_queue(
+            QUEUE_NAME,
+            worker_concurrency=self.settings.jobs,
+            polling_interval_sec=self.settings.poll_s,
+            on_conflict="always_update",
+        )
+
+    def _shut_down(self) -> None:
+        DBOS.destroy(destroy_registry=True)
+        try:
+            self._shared.expire(self.executor_id)
+        except Exception as exc:  # the database is away: the others find us silent anyway
+            log.warning("worker %s: could not expire its heartbeat: %s", self.executor_id, exc)
+
+    def _beat(self, starting: bool = False) -> list[str]:
+        """Say we are alive; claim the dead (their cycles are re-enqueued here, by DBOS)."""
+        settings = self.settings
+        self._shared.beat(
+            self.executor_id, socket.gethostname(), os.getpid(), settings.jobs, starting=starting
+        )
+        dead = self._shared.claim_dead(self.executor_id, settings.dead_after_s)
+        for executor in dead:
+            handles = DBOS._recover_pending_workflows([executor])  # pyright: ignore[reportPrivateUsage]
+            log.warning(
+                "worker %s is silent: %d story cycle(s) re-enqueued", executor, len(handles)
+            )
+        return dead
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.heartbeat_s)
+            try:
+                await anyio.to_thread.run_sync(self._beat)
+            except Exception as exc:  # the database restarting: beat again next time
+                log.warning("worker %s: heartbeat failed: %s", self.executor_id, exc)
+
+    def _story_cycle(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The workflow (runs in a DBOS thread): one step per phase until the story ends."""
+        progress: dict[str, Any] = job.get("progress") or {}
+        while True:
+            output: dict[str, Any] = DBOS.run_step(
+                {"name": "phase"}, self._phase_step, job, progress
+            )
+            if output["report"] is not None:
+                return output
+            progress = output["progress"]
+
+    def _phase_step(self, job: dict[str, Any], progress: dict[str, Any]) -> dict[str, Any]:
+        """A step (runs in a DBOS thread): one phase, on this worker's event loop."""
+        portal = self._portal
+        if self._stopping or portal is None:
+            raise WorkerStopping
+        try:
+            return portal.call(self._run_phase, job, progress)
+        except BaseException as exc:
+            if self._stopping:
+                raise WorkerStopping from exc
+            raise
+
+    # -- one phase, on the event loop --------------------------------------------------------------
+
+    async def _run_phase(self, job: dict[str, Any], progress: dict[str, Any]) -> dict[str, Any]:
+        run_id, story_id, branch = job["run_id"], job["story_id"], job["branch"]
+        worktree, lease = await self._story_tree(run_id, story_id, branch)
+        stored = config_from_json(job["config"])
+        config: RunConfig = attrs.evolve(
+            stored,
+            engine="local",  # this worker runs the cycle itself
+            project=worktree / job["project_rel"],
+            epic=worktree / job["epic_rel"],
+            cli_path=self.settings.cli_path,
+            progress="plain",
+        )
+        prepared = await anyio.to_thread.run_sync(prepare_run, config)
+        story = _find(prepared.stories, story_id)
+        store = self._store
+        assert store is not None
+        assert self._runner is not None
+        await _ensure_run_rows(store, run_id, prepared.epic.path, story)
+        sandbox, warning = await run_sandbox_for(config)
+        if warning:
+            log.warning("%s", warning)
+        files = RunFiles(self.settings.workdir, run_id, self._redactor)
+        try:
+
+            async def emit(event: Event) -> None:
+                files.write_event(event)
+                body = event_to_json(self._converter, event)
+                add = functools.partial(
+                    self._shared.add_event, run_id, story_id, self.executor_id, body
+                )
+                await call_retrying(add, log, f"story {story_id}: an event")
+
+            services = RunServices(
+                config=prepared.config,
+                layout=prepared.layout,
+                epic=prepared.epic,
+                runner=self._runner,
+                store=store,
+                files=files,
+                run_id=run_id,
+                emit=emit,
+                budget=SharedBudget(
+                    self._shared, run_id, story_id, self.executor_id, config.budget_usd
+                ),
+                pause=SharedPauseGate(self._shared, run_id, emit),
+                api_backoff_s=config.rate_limit_backoff,
+                sandbox=sandbox,
+            )
+            place = StoryPlace(prepared.layout, prepared.epic, branch=branch, worktree=worktree)
+            cycle = StoryCycle(
+                services,
+                story,
+                workspace=_BranchCommits(run_id),
+                place=place,
+                progress=CycleProgress(**progress),
+            )
+            try:
+                report = await cycle.run_phases(1)
+            except RunAbort as exc:  # budget spent, credentials refused: the run stops
+                return {"report": None, "abort": str(exc), "progress": attrs.asdict(cycle.progress)}
+            # What the code decided after the session (a status it wrote) goes with the phase.
+            await _BranchCommits(run_id).commit(worktree, story, "decision", cycle.cycles)
+            head = await _push(worktree, branch, lease)
+        finally:
+            files.close()
+        return {
+            "report": None if report is None else self._converter.unstructure(report),
+            "progress": attrs.asdict(cycle.progress),
+            "head": head,
+            "worker": self.executor_id,
+        }
+
+    async def _ensure_clone(self) -> None:
+        if await anyio.Path(self.clone / ".git").exists():
+            return
+        await _git.git(
+            "clone",
+            "--quiet",
+            "--no-checkout",
+            self.settings.repo,
+            str(self.clone),
+            cwd=self.settings.workdir,
+        )
+
+    async def _story_tree(self, run_id: str, story_id: str, branch: str) -> tuple[Path, str]:
+        """The story's worktree in our clone, at the branch's tip on the remote (anything left
+        by a phase cut short here is thrown away); and that tip, the lease of our push."""
+        tree = self.settings.workdir / "stories" / run_id / _safe(story_id)
+        async with self._tree_lock:
+            await _git.git(
+                "fetch",
+                "--quiet",
+                "origin",
+                f"+refs/heads/{branch}:refs/remotes/origin/{branch}",
+                cwd=self.clone,
+            )
+            tip = (
+                await _git.git("rev-parse", f"refs/remotes/origin/{branch}", cwd=self.clone)
+            ).stdout.strip()
+            if not await anyio.Path(tree / ".git").exists():
+                await _git.git("worktree", "prune", cwd=self.clone)
+                await _git.git(
+                    "worktree", "add", "--quiet", "-B", branch, str(tree), tip, cwd=self.clone
+                )
+        await _git.git("reset", "--quiet", "--hard", tip, cwd=tree)
+        await _git.git("clean", "-fdq", cwd=tree)
+        return tree, tip
+
+
+@attrs.frozen
+class _BranchCommits:
+    """The story cycle's workspace on a worker: phase commits on the story's branch (pushed
+    at the end of the step, not here)."""
+
+    run_id: str
+
+    async def checkpoint(
+        self,
+        place: StoryPlace,
+        *,
+        story: EpicStory,
+        role: str,
+        cycle: int,
+        what: str,
+        cost_usd: float,
+    ) -> str | None:
+        assert place.worktree is not None
+        return await self.commit(place.worktree, story, what, cycle, role=role, cost_usd=cost_usd)
+
+    async def commit(
+        self,
+        worktree: Path,
+        story: EpicStory,
+        what: str,
+        cycle: int,
+        *,
+        role: str = "code",
+        cost_usd: float = 0.0,
+    ) -> str | None:
+        trailers = {
+            "Bmad-Story": story.story_id,
+            "Bmad-Role": role,
+            "Bmad-Cycle": str(cycle),
+            "Bmad-Run": self.run_id,
+            "Bmad-Cost-USD": f"{cost_usd:.4f}",
+        }
+        return await _git.commit_phase(
+            worktree, message=f"{story.story_id} {role}: {what}", trailers=trailers
+        )
+
+
+async def _push(worktree: Path, branch: str, lease: str) -> str:
+    """Push the story's branch; refused if someone else pushed it since we fetched ``lease``
+    (a worker thought dead that is still running): then this step fails, the branch keeps the
+    other's work."""
+    head = (await _git.git("rev-parse", "HEAD", cwd=worktree)).stdout.strip()
+    if head != lease:
+        await _git.git(
+            "push",
+            "--quiet",
+            f"--force-with-lease=refs/heads/{branch}:{lease}",
+            "origin",
+            f"HEAD:refs/heads/{branch}",
+            cwd=worktree,
+        )
+    return head
+
+
+async def _ensure_run_rows(store: Store, run_id: str, epic: Path, story: EpicStory) -> None:
+    """This worker's store records the run and story, so the story cycle's records have a home."""
+    from .._errors import StateError
+
+    try:
+        await store.get_run(run_id)
+    except StateError:
+        await store.create_run(str(epic), run_id=run_id)
+    try:
+        await store.get_story(run_id, story.story_id)
+    except StateError:
+        await store.upsert_story(
+            run_id, story.story_id, title=story.title, position=0, status="draft"
+        )
+
+
+def _find(stories: tuple[EpicStory, ...], story_id: str) -> EpicStory:
+    for story in stories:
+        if story.story_id == story_id:
+            return story
+    raise ConfigError(f"story {story_id} is not in the epic on its branch")
+
+
+def _safe(story_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in story_id)

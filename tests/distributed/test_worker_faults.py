@@ -1,0 +1,111 @@
+"""Faults a cluster of workers survives: the real CLI, the scripted BMAD actor, real git with a
+bare repository as the shared remote, PostgreSQL on loopback, workers as separate processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import anyio
+import attrs
+import pytest
+from _cluster import Worker, fail_if_a_worker_dies, git, project_with_remote
+
+from bmad_trio import ClaudeAgentRunner, RunConfig, run_epic
+from bmad_trio.testing import (
+    ApiRequest,
+    BmadActor,
+    FakeAnthropicAPI,
+    Fault,
+    Reply,
+    Scenario,
+    parse_context,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+HANG_LIMIT_S = 600
+
+
+@attrs.define
+class StallFirstDev:
+    """The first Dev session's first request gets a stream that never ends: that session stays in
+    flight, mid-answer, until its CLI is killed."""
+
+    stalled: list[ApiRequest] = attrs.field(factory=list[ApiRequest])
+    in_flight: anyio.Event = attrs.field(factory=anyio.Event)
+
+    def __call__(self, request: ApiRequest) -> Reply | Fault | None:
+        contexts = (parse_context(text) for text in request.user_texts())
+        ctx = next((c for c in contexts if c is not None), None)
+        if ctx is None or ctx.role != "dev" or self.stalled or request.assistant_turns:
+            return None
+        self.stalled.append(request)
+        self.in_flight.set()
+        return Fault(kind="stall")
+
+
+@pytest.fixture
+def cluster() -> Iterator[ExitStack]:
+    with ExitStack() as stack:
+        yield stack
+
+
+def _roles(remote: Path, start: str, branch: str) -> list[str]:
+    log = git(remote, "log", "--format=%(trailers:key=Bmad-Role,valueonly)", f"{start}..{branch}")
+    return sorted(role for role in log.split() if role != "code")
+
+
+async def test_a_worker_killed_mid_session_leaves_its_story_to_another_without_rerunning_a_phase(
+    tmp_path: Path, pg_database: str, cluster: ExitStack
+) -> None:
+    project, epic, remote = project_with_remote(tmp_path, stories=1)
+    start = git(project, "rev-parse", "HEAD")
+    config = RunConfig(
+        epic=epic,
+        project=project,
+        skip_gates=True,
+        finish="branch",
+        engine="dbos",
+        database=pg_database,
+        session_timeout=180.0,
+        idle_timeout=120.0,
+    )
+    stall = StallFirstDev()
+    scenario = Scenario(responders=(stall, BmadActor()), default=Reply.text("OK"))
+    root = tmp_path / "workers"
+    async with FakeAnthropicAPI(scenario) as api:
+        first = Worker("w1", root, pg_database, remote, api.env())
+        cluster.callback(first.close)
+        pool = [first]
+
+        async def kill_mid_session_then_start_another() -> None:
+            # The Dev session is in flight on w1 once its request stalls (SM's phase is pushed).
+            await stall.in_flight.wait()
+            assert _roles(remote, start, "bmad/epic-1-story-1.1") == ["sm"]
+            first.kill()
+            second = Worker("w2", root, pg_database, remote, api.env())
+            cluster.callback(second.close)
+            pool.append(second)
+
+        async with ClaudeAgentRunner(env=api.env()) as runner, anyio.create_task_group() as tg:
+            tg.start_soon(fail_if_a_worker_dies, pool, frozenset({"w1"}))
+            tg.start_soon(kill_mid_session_then_start_another)
+            with anyio.fail_after(HANG_LIMIT_S):  # a bound, not a timing: the run takes ~20 s
+                report = await run_epic(config, runner=runner)
+            tg.cancel_scope.cancel(reason="the run is over")
+        assert report.status == "done", (report.failure_reason, pool[-1].output()[-3000:])
+        assert pool[-1].interrupt() == 130
+
+    # w2 took the story up from the last pushed phase: SM ran once, Dev once more (its first
+    # session died uncommitted with w1), then QA.
+    assert _roles(remote, start, "bmad/epic-1-story-1.1") == ["dev", "qa", "sm"]
+    assert "re-enqueued" in pool[1].output()
+    story = git(project, "show", "bmad/epic-1:docs/stories/1.1.story.md")
+    assert "Status\n\nDone" in story or "Status\nDone" in story, story
+    sm_requests = [
+        r for r in api.message_requests
+        if any((c := parse_context(t)) is not None and c.role == "sm" for t in r.user_texts())
+    ]  # fmt: skip
+    assert sm_requests  # (SM ran on w1 only: the count of its commits above says once)
