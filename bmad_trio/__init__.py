@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from ._events import SessionFinished as SessionFinished
     from ._events import StoryFinished as StoryFinished
     from ._events import StoryMerged as StoryMerged
+    from ._events import StoryMoved as StoryMoved
     from ._events import StoryStarted as StoryStarted
     from ._events import StoryStatusChanged as StoryStatusChanged
     from ._events import ToolRefused as ToolRefused
@@ -91,6 +92,7 @@ _LAZY: dict[str, str] = {
     "RunStarted": "._events",
     "SessionFinished": "._events",
     "MergeConflict": "._events",
+    "StoryMoved": "._events",
     "StoryFinished": "._events",
     "StoryMerged": "._events",
     "StoryStarted": "._events",
@@ -149,6 +151,7 @@ __all__ = [
     "StateError",
     "StoryFinished",
     "StoryMerged",
+    "StoryMoved",
     "StoryReport",
     "StoryStarted",
     "StoryStatusChanged",

@@ -175,6 +175,18 @@ class MergeConflict:
 
 
 @attrs.frozen(kw_only=True)
+class StoryMoved:
+    """A story's cycle left ``worker`` for another one (``engine = "dbos"``): the worker could not
+    go on (``reason``: it cannot reach the shared remote, or it fell silent). The story's last
+    pushed phase stands; the phase that was in flight runs again on the next worker."""
+
+    story_id: str
+    worker: str
+    reason: str
+    ts: float = attrs.field(factory=_now)
+
+
+@attrs.frozen(kw_only=True)
 class GateStarted:
     """A quality gate command started (``attempt`` counts from 1)."""
 
@@ -238,6 +250,7 @@ Event = (
     | StoryFinished
     | StoryMerged
     | MergeConflict
+    | StoryMoved
     | GateStarted
     | GateFinished
     | RunPaused
@@ -257,6 +270,7 @@ EVENT_TYPES: dict[str, type[Any]] = {
     "story_finished": StoryFinished,
     "story_merged": StoryMerged,
     "merge_conflict": MergeConflict,
+    "story_moved": StoryMoved,
     "gate_started": GateStarted,
     "gate_finished": GateFinished,
     "run_paused": RunPaused,

@@ -43,6 +43,7 @@ from .._events import (
     SessionFinished,
     StoryFinished,
     StoryMerged,
+    StoryMoved,
     StoryStarted,
     StoryStatusChanged,
     ToolRefused,
@@ -277,6 +278,9 @@ class ProgressModel:
             case MergeConflict():
                 files = ", ".join(event.files) or event.detail
                 self.story(event.story_id).merge = f"{event.reason.replace('_', ' ')}: {files}"
+            case StoryMoved():
+                story = self.story(event.story_id)
+                story.tool, story.target = None, f"moved off worker {event.worker}"
             case GateStarted():
                 self.gates[event.name] = GateProgress(name=event.name, attempt=event.attempt)
             case GateFinished():
@@ -635,6 +639,10 @@ def _plain_line(model: ProgressModel, event: Event) -> str | None:
             files = ", ".join(event.files) or _one_line(event.detail, 120)
             return (
                 f"{event.story_id} {event.reason.replace('_', ' ')} landing {event.branch}: {files}"
+            )
+        case StoryMoved():
+            return (
+                f"{event.story_id} moves off worker {event.worker}: {_one_line(event.reason, 120)}"
             )
         case GateStarted():
             return f"gate {event.name} (attempt {event.attempt})"

@@ -66,6 +66,8 @@ class RemoteCycles:
         """Per story, the last event id relayed into this run (a resume does not count twice)."""
         self._phase_ids: dict[str, int] = {}
         self._opened = False
+        self._recorded: set[str] | None = None
+        """The labels of the sessions this run's store has (read once, on the first)."""
 
     async def aclose(self) -> None:
         """Close the database connections (shielded: they are a pool's sockets)."""
@@ -119,7 +121,7 @@ class RemoteCycles:
             )
             for event_id, _worker, body in rows:
                 event = event_from_json(self._converter, body)
-                await self._mirror(services, event)
+                await self._mirror(services, event, event_id)
                 await services.emit(event)
                 self._relayed[story_id] = event_id
             if rows:
@@ -172,8 +174,12 @@ class RemoteCycles:
             raise _git_error(f"{remote} has a branch {branch} that did not grow from this run's")
         await _git.git("reset", "--quiet", "--hard", "FETCH_HEAD", cwd=worktree)
 
-    async def _mirror(self, services: RunServices, event: Event) -> None:
-        """Record a worker's event in this run's store, as the local story cycle would have."""
+    async def _mirror(self, services: RunServices, event: Event, event_id: int) -> None:
+        """Record a worker's event in this run's store, as the local story cycle would have.
+
+        A session is recorded once, whatever happens: its label carries the event's id, and a
+        coordinator killed after recording it but before noting the event as relayed finds it
+        there on resume (costs never count twice)."""
         store, run_id = services.store, services.run_id
         if isinstance(event, PhaseStarted):
             self._phase_ids[event.story_id] = await store.start_phase(
@@ -184,6 +190,12 @@ class RemoteCycles:
             if phase_id is not None:
                 await store.finish_phase(phase_id, event.ok, event.detail)
         elif isinstance(event, SessionFinished):
+            label = f"{event.story_id}-{event.cycle}-{event.role}#{event_id}"
+            if self._recorded is None:
+                self._recorded = {row.label for row in await store.sessions(run_id)}
+            if label in self._recorded:
+                return
+            self._recorded.add(label)
             result = SessionResult(
                 outcome=Outcome(event.outcome),
                 cost_usd=event.cost_usd,
@@ -198,7 +210,7 @@ class RemoteCycles:
                 self._phase_ids.get(event.story_id),
                 event.role,
                 event.cycle,
-                f"{event.story_id}-{event.cycle}-{event.role}",
+                label,
                 result,
             )
         elif isinstance(event, StoryStatusChanged):

@@ -69,6 +69,8 @@ _WORKERS = sa.Table(
     sa.Column("seen_at", sa.Float, nullable=False),
     # The live worker that recovered this one's story cycles (None: alive, or not yet claimed).
     sa.Column("claimed_by", sa.Text, nullable=True),
+    # Why it left, when it said so (stopped, handed its stories over); None: it fell silent.
+    sa.Column("left_reason", sa.Text, nullable=True),
 )
 
 
@@ -256,6 +258,7 @@ class SharedState:
         values: dict[str, Any] = {"seen_at": now, "jobs": jobs, "host": host, "pid": pid}
         if starting:
             values["claimed_by"] = None
+            values["left_reason"] = None
         with self._engine.begin() as conn:
             updated = conn.execute(
                 _WORKERS.update().where(_WORKERS.c.executor_id == executor_id).values(**values)
@@ -267,9 +270,10 @@ class SharedState:
                     )
                 )
 
-    def claim_dead(self, claimer: str, older_than_s: float) -> list[str]:
+    def claim_dead(self, claimer: str, older_than_s: float) -> list[tuple[str, str | None]]:
         """Claim every worker silent for ``older_than_s`` that nobody claimed yet, atomically:
-        two live workers never both claim one (the UPDATE's row lock decides)."""
+        two live workers never both claim one (the UPDATE's row lock decides). Each with the
+        reason it gave when it left (None: it fell silent)."""
         limit = time.time() - older_than_s
         with self._engine.begin() as conn:
             rows = conn.execute(
@@ -280,16 +284,18 @@ class SharedState:
                     _WORKERS.c.executor_id != claimer,
                 )
                 .values(claimed_by=claimer)
-                .returning(_WORKERS.c.executor_id)
+                .returning(_WORKERS.c.executor_id, _WORKERS.c.left_reason)
             )
-            return [row.executor_id for row in rows]
+            return [(row.executor_id, row.left_reason) for row in rows]
 
-    def expire(self, executor_id: str) -> None:
+    def expire(self, executor_id: str, reason: str) -> None:
         """A worker that stops: silent from now on, so that a live one claims it at its next
         heartbeat and re-enqueues the story cycles it leaves unfinished."""
         with self._engine.begin() as conn:
             conn.execute(
-                _WORKERS.update().where(_WORKERS.c.executor_id == executor_id).values(seen_at=0.0)
+                _WORKERS.update()
+                .where(_WORKERS.c.executor_id == executor_id)
+                .values(seen_at=0.0, left_reason=reason)
             )
 
     def workers(self) -> list[dict[str, Any]]:

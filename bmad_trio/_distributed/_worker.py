@@ -37,8 +37,8 @@ from .._agents._runner import AgentRunner
 from .._bmad import EpicStory
 from .._config import RunConfig
 from .._converter import event_to_json, make_converter
-from .._errors import ConfigError, RunAbort
-from .._events import Event
+from .._errors import ConfigError, GitError, RunAbort
+from .._events import Event, StoryMoved
 from .._state._redact import Redactor
 from .._state._run_files import RunFiles
 from .._state._store import Store
@@ -48,19 +48,25 @@ from .._workflow._story_cycle import CycleProgress, StoryCycle
 from .._workflow._workspace import StoryPlace
 from ._engine import APP_VERSION, QUEUE_NAME, WORKFLOW_NAME
 from ._run_limits import SharedBudget, SharedPauseGate
-from ._shared import SharedState, call_retrying
+from ._shared import DATABASE_ERRORS, SharedState, call_retrying
 
 __all__ = ["WorkerSettings", "serve_worker"]
 
 log = logging.getLogger("bmad_trio.worker")
 
 _APP_NAME = "bmad-trio"
+_HANDED_OVER = "handed its stories over"
 
 
 class WorkerStopping(BaseException):
     """Raised in a DBOS step when the worker is stopping. A BaseException on purpose: DBOS
     records an ``Exception`` as the workflow's error, but lets this one through without
     recording anything, so the workflow stays PENDING and another worker takes it up."""
+
+
+class RemoteUnreachable(GitError):
+    """This worker cannot fetch from or push to the shared remote: it hands its stories over to
+    the other workers and stops (see ``_hand_over``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -115,6 +121,9 @@ class _Worker:
         self._store: Store | None = None
         self._redactor = Redactor.from_environ(environ)
         self._converter = make_converter()
+        self._serving: anyio.CancelScope | None = None
+        self._lost_remote: str | None = None
+        """Why this worker stopped on its own (it cannot reach the remote), or None."""
         self._tree_lock = anyio.Lock()
         """git writes the clone's shared records (worktrees, config) one command at a time."""
 
@@ -133,6 +142,7 @@ class _Worker:
         try:
             async with BlockingPortal() as portal, anyio.create_task_group() as tg:
                 self._portal = portal
+                self._serving = tg.cancel_scope
                 await anyio.to_thread.run_sync(self._launch)
                 launched = True
                 await anyio.to_thread.run_sync(self._beat, True)
@@ -153,6 +163,10 @@ class _Worker:
                 await self._store.aclose()
                 if owned_runner:
                     await self._runner.aclose()
+        if self._lost_remote is not None:
+            raise RemoteUnreachable(
+                f"worker {self.executor_id}: {self._lost_remote}; its stories went to other workers"
+            )
 
     # -- DBOS, in worker threads -----------------------------------------------------------------
 
@@ -180,7 +194,8 @@ class _Worker:
     def _shut_down(self) -> None:
         DBOS.destroy(destroy_registry=True)
         try:
-            self._shared.expire(self.executor_id)
+            left = _HANDED_OVER if self._lost_remote is not None else "it was stopped"
+            self._shared.expire(self.executor_id, left)
         except Exception as exc:  # the database is away: the others find us silent anyway
             log.warning("worker %s: could not expire its heartbeat: %s", self.executor_id, exc)
 
@@ -191,12 +206,26 @@ class _Worker:
             self.executor_id, socket.gethostname(), os.getpid(), settings.jobs, starting=starting
         )
         dead = self._shared.claim_dead(self.executor_id, settings.dead_after_s)
-        for executor in dead:
+        for executor, left_reason in dead:
             handles = DBOS._recover_pending_workflows([executor])  # pyright: ignore[reportPrivateUsage]
             log.warning(
                 "worker %s is silent: %d story cycle(s) re-enqueued", executor, len(handles)
             )
-        return dead
+            if left_reason == _HANDED_OVER:
+                continue  # it said so on each story itself (_hand_over)
+            for handle in handles:
+                run_id, _, story_id = handle.get_workflow_id().partition("/")
+                reason = (
+                    left_reason or f"it fell silent (no heartbeat for {settings.dead_after_s:g} s)"
+                )
+                self._add_event(
+                    run_id, StoryMoved(story_id=story_id, worker=executor, reason=reason)
+                )
+        return [executor for executor, _ in dead]
+
+    def _add_event(self, run_id: str, event: StoryMoved) -> None:
+        body = event_to_json(self._converter, event)
+        self._shared.add_event(run_id, event.story_id, self.executor_id, body)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -224,10 +253,32 @@ class _Worker:
             raise WorkerStopping
         try:
             return portal.call(self._run_phase, job, progress)
+        except RemoteUnreachable as exc:
+            self._hand_over(portal, job, str(exc))
+            raise WorkerStopping from exc
         except BaseException as exc:
             if self._stopping:
                 raise WorkerStopping from exc
             raise
+
+    def _hand_over(self, portal: BlockingPortal, job: dict[str, Any], reason: str) -> None:
+        """This worker cannot reach the remote: say so on the story, and stop the worker. Its
+        workflows stay PENDING and its heartbeat is expired on the way out (_shut_down), so a
+        live worker re-enqueues them at its next heartbeat; a worker that can reach the remote
+        takes them (a supervisor that restarts this one brings it back once the remote is)."""
+        moved = StoryMoved(story_id=job["story_id"], worker=self.executor_id, reason=reason)
+        try:
+            self._add_event(job["run_id"], moved)
+        except DATABASE_ERRORS as exc:
+            log.warning("worker %s: could not record %s: %s", self.executor_id, moved, exc)
+        portal.call(self._stop_serving, reason)
+
+    def _stop_serving(self, reason: str) -> None:
+        if self._lost_remote is None:
+            self._lost_remote = reason
+            log.error("worker %s stops: %s", self.executor_id, reason)
+        if self._serving is not None:
+            self._serving.cancel(reason=f"worker {self.executor_id} stops: {reason}")
 
     # -- one phase, on the event loop --------------------------------------------------------------
 
@@ -320,13 +371,10 @@ class _Worker:
         by a phase cut short here is thrown away); and that tip, the lease of our push."""
         tree = self.settings.workdir / "stories" / run_id / _safe(story_id)
         async with self._tree_lock:
-            await _git.git(
-                "fetch",
-                "--quiet",
-                "origin",
-                f"+refs/heads/{branch}:refs/remotes/origin/{branch}",
+            await _with_remote(
+                "fetch", "--quiet", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}",
                 cwd=self.clone,
-            )
+            )  # fmt: skip
             tip = (
                 await _git.git("rev-parse", f"refs/remotes/origin/{branch}", cwd=self.clone)
             ).stdout.strip()
@@ -388,15 +436,25 @@ async def _push(worktree: Path, branch: str, lease: str) -> str:
     other's work."""
     head = (await _git.git("rev-parse", "HEAD", cwd=worktree)).stdout.strip()
     if head != lease:
-        await _git.git(
-            "push",
-            "--quiet",
-            f"--force-with-lease=refs/heads/{branch}:{lease}",
-            "origin",
-            f"HEAD:refs/heads/{branch}",
+        await _with_remote(
+            "push", "--quiet", f"--force-with-lease=refs/heads/{branch}:{lease}",
+            "origin", f"HEAD:refs/heads/{branch}",
             cwd=worktree,
-        )
+        )  # fmt: skip
     return head
+
+
+async def _with_remote(*args: str, cwd: Path) -> None:
+    """A git command that talks to the shared remote. Failing, it is asked whether the remote
+    answers at all: if not, :class:`RemoteUnreachable`; if so, git's own error (e.g. a lease
+    that no longer holds) stands."""
+    try:
+        await _git.git(*args, cwd=cwd)
+    except GitError as exc:
+        probe = await _git.git("ls-remote", "--heads", "origin", cwd=cwd, check=False)
+        if probe.ok:
+            raise
+        raise RemoteUnreachable(f"cannot reach the shared remote: {exc}") from exc
 
 
 async def _ensure_run_rows(store: Store, run_id: str, epic: Path, story: EpicStory) -> None:

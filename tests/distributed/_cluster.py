@@ -101,3 +101,21 @@ async def fail_if_a_worker_dies(pool: list[Worker], spare: frozenset[str] = froz
             if worker.name not in spare and worker.process.poll() is not None:
                 raise AssertionError(f"worker {worker.name} exited:\n{worker.output()[-4000:]}")
         await anyio.sleep(0.5)
+
+
+async def wait_until_serving(worker: Worker) -> None:
+    """Until the worker says it is serving (it has cloned the remote and joined the queue)."""
+    import anyio
+
+    while "serving" not in worker.output():
+        if worker.process.poll() is not None:
+            raise AssertionError(f"worker {worker.name} exited:\n{worker.output()[-4000:]}")
+        await anyio.sleep(0.2)
+
+
+def events_of(project: Path, run_id: str) -> list[dict[str, object]]:
+    """The run's events.jsonl, parsed."""
+    import json
+
+    path = project / ".bmad-trio" / "runs" / run_id / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -10,7 +10,14 @@ from pathlib import Path
 import anyio
 import attrs
 import pytest
-from _cluster import Worker, fail_if_a_worker_dies, git, project_with_remote
+from _cluster import (
+    Worker,
+    events_of,
+    fail_if_a_worker_dies,
+    git,
+    project_with_remote,
+    wait_until_serving,
+)
 
 from bmad_trio import ClaudeAgentRunner, RunConfig, run_epic
 from bmad_trio.testing import (
@@ -20,6 +27,7 @@ from bmad_trio.testing import (
     Fault,
     Reply,
     Scenario,
+    bmad_actor_scenario,
     parse_context,
 )
 
@@ -109,3 +117,51 @@ async def test_a_worker_killed_mid_session_leaves_its_story_to_another_without_r
         if any((c := parse_context(t)) is not None and c.role == "sm" for t in r.user_texts())
     ]  # fmt: skip
     assert sm_requests  # (SM ran on w1 only: the count of its commits above says once)
+
+
+async def test_a_worker_that_cannot_reach_the_remote_hands_its_story_to_another(
+    tmp_path: Path, pg_database: str, cluster: ExitStack
+) -> None:
+    project, epic, remote = project_with_remote(tmp_path, stories=1)
+    config = RunConfig(
+        epic=epic,
+        project=project,
+        skip_gates=True,
+        finish="branch",
+        engine="dbos",
+        database=pg_database,
+        session_timeout=180.0,
+        idle_timeout=120.0,
+    )
+    # w1 reaches the remote through a link that goes away once it has cloned.
+    link = tmp_path / "link.git"
+    link.symlink_to(remote)
+    root = tmp_path / "workers"
+    async with FakeAnthropicAPI(bmad_actor_scenario()) as api:
+        cut_off = Worker("w1", root, pg_database, link, api.env())
+        cluster.callback(cut_off.close)
+        await wait_until_serving(cut_off)
+        link.unlink()
+        pool = [cut_off]
+
+        async def start_another_once_w1_gave_up() -> None:
+            await anyio.to_thread.run_sync(cut_off.process.wait)
+            other = Worker("w2", root, pg_database, remote, api.env())
+            cluster.callback(other.close)
+            pool.append(other)
+
+        async with ClaudeAgentRunner(env=api.env()) as runner, anyio.create_task_group() as tg:
+            tg.start_soon(fail_if_a_worker_dies, pool, frozenset({"w1"}))
+            tg.start_soon(start_another_once_w1_gave_up)
+            with anyio.fail_after(HANG_LIMIT_S):  # a bound, not a timing: the run takes ~20 s
+                report = await run_epic(config, runner=runner)
+            tg.cancel_scope.cancel(reason="the run is over")
+        assert report.status == "done", (report.failure_reason, pool[-1].output()[-3000:])
+        assert pool[-1].interrupt() == 130
+
+    # w1 said why it stopped, and exited with an error; the run's events say the story moved
+    assert cut_off.process.returncode == 1, cut_off.output()[-3000:]
+    assert "cannot reach the shared remote" in cut_off.output()
+    moved = [e for e in events_of(project, report.run_id) if e["type"] == "story_moved"]
+    assert [(e["story_id"], e["worker"]) for e in moved] == [("1.1", "w1")], moved
+    assert "cannot reach the shared remote" in str(moved[0]["reason"])
