@@ -10,6 +10,7 @@ nox.options.sessions = [
     "tests-trio",
     "tests-asyncio",
     "tests-portable",
+    "distributed",
     "embed",
     "lint",
     "typecheck",
@@ -21,6 +22,10 @@ TEST_DEPS = nox.project.dependency_groups(PYPROJECT, "test")
 LINT_DEPS = nox.project.dependency_groups(PYPROJECT, "lint")
 TYPECHECK_DEPS = nox.project.dependency_groups(PYPROJECT, "typecheck")
 BENCH_DEPS = nox.project.dependency_groups(PYPROJECT, "bench")
+
+
+NOT_DISTRIBUTED = ("--ignore=tests/distributed",)
+"""The distributed tests need the extra and PostgreSQL: their own session runs them."""
 
 
 def _install_project(session: nox.Session, *extra: str) -> None:
@@ -36,14 +41,14 @@ def _pytest(session: nox.Session, *args: str, env: dict[str, str] | None = None)
 def tests_trio(session: nox.Session) -> None:
     """The test suite on the trio backend (anyio plugin; pytest-trio disabled)."""
     _install_project(session, *TEST_DEPS)
-    _pytest(session, "-p", "no:trio", "--ignore=tests/embed", "--backends=trio")
+    _pytest(session, "-p", "no:trio", "--ignore=tests/embed", *NOT_DISTRIBUTED, "--backends=trio")
 
 
 @nox.session(name="tests-asyncio")
 def tests_asyncio(session: nox.Session) -> None:
     """The test suite on the asyncio backend (anyio plugin; pytest-trio disabled)."""
     _install_project(session, *TEST_DEPS)
-    _pytest(session, "-p", "no:trio", "--ignore=tests/embed", "--backends=asyncio")
+    _pytest(session, "-p", "no:trio", "--ignore=tests/embed", *NOT_DISTRIBUTED, "--backends=asyncio")
 
 
 @nox.session(name="tests-portable")
@@ -58,10 +63,20 @@ def tests_portable(session: nox.Session) -> None:
     _install_project(session, *TEST_DEPS)
     _pytest(
         session,
-        *("-p", "no:trio", "--ignore=tests/embed", "--backends=trio"),
+        *("-p", "no:trio", "--ignore=tests/embed", *NOT_DISTRIBUTED, "--backends=trio"),
         *("--ignore=tests/e2e/test_session_soak.py", "--ignore=tests/test_bench.py"),
         env={"BMAD_TRIO_CONTAINMENT": "portable"},
     )
+
+
+@nox.session
+def distributed(session: nox.Session) -> None:
+    """Many machines (the ``distributed`` extra): workers as processes, PostgreSQL on loopback
+    (started by the tests; they skip, saying so, without its binaries), a bare repository as the
+    shared remote; the coordinator on trio, then on asyncio."""
+    _install_project(session, *TEST_DEPS)
+    session.install(".[distributed]")
+    _pytest(session, "-p", "no:trio", "tests/distributed", "--backends=trio,asyncio")
 
 
 @nox.session
@@ -83,6 +98,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """basedpyright in strict mode on bmad_trio/, and the public API's type completeness."""
     _install_project(session, *TYPECHECK_DEPS)
+    session.install(".[distributed]")  # _distributed is checked against dbos and SQLAlchemy
     session.run("basedpyright", "bmad_trio")
     session.run("basedpyright", "--ignoreexternal", "--verifytypes", "bmad_trio")
 

@@ -96,7 +96,11 @@ class RemoteCycles:
             "epic_rel": place.epic.path.relative_to(project_top).as_posix(),
             "config": config_to_json(attrs.evolve(config, database=None)),
         }
-        if not self._opened:  # the run's shared budget and pause, before its first cycle
+        if (
+            not self._opened
+        ):  # the tables, the run's shared budget and pause: before its first cycle
+            await call_retrying(self._client.migrate, log, "the engine's tables")
+            await call_retrying(self._shared.create, log, "bmad-trio's tables")
             cap, jobs, spent = (
                 config.budget_usd,
                 services.budget.jobs,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import attrs
-from dbos import DBOSClient, EnqueueOptions
+from dbos import DBOS, DBOSClient, EnqueueOptions
 
 __all__ = [
     "APP_VERSION",
@@ -44,7 +44,14 @@ class EngineClient:
 
     def __init__(self, url: str) -> None:
         # lazy: connecting waits for the first call, which runs in a worker thread.
+        self._url = url
         self._client = DBOSClient(system_database_url=url, lazy=True)
+
+    def migrate(self) -> None:
+        """Create or bring up to date DBOS's tables (the client alone never does; workers do on
+        launch): a run may start before any worker has. Concurrent migrations are serialised by
+        DBOS with an advisory lock."""
+        DBOS.migrate(self._url)
 
     def enqueue(self, workflow_id: str, job: dict[str, Any]) -> None:
         """Enqueue a story cycle; one already enqueued under ``workflow_id`` (a resumed run) is

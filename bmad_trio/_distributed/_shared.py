@@ -24,13 +24,14 @@ from typing import Any, TypeVar
 import anyio
 import attrs
 import sqlalchemy as sa
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 __all__ = ["Reservation", "SharedState", "call_retrying"]
 
 T = TypeVar("T")
 
-DATABASE_ERRORS = (SQLAlchemyError, OSError)
+DATABASE_ERRORS = (OperationalError, InterfaceError, DisconnectionError, OSError)
+"""What the database being away (restarting, unreachable) raises; any other error is a bug."""
 _RETRY_S = 2.0
 
 

@@ -242,7 +242,10 @@ class _Worker:
             output: dict[str, Any] = DBOS.run_step(
                 {"name": "phase"}, self._phase_step, job, progress
             )
-            if output["report"] is not None:
+            report: dict[str, Any] | None = output["report"]
+            ended = output.get("abort") or (report["status"] if report else None)
+            log.info("story %s: phase step done: %s", job["story_id"], ended or "next phase")
+            if ended:
                 return output
             progress = output["progress"]
 

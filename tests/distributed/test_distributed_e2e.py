@@ -77,3 +77,44 @@ async def test_two_workers_run_an_epic_and_the_coordinator_lands_it(
     assert {s.role for s in sessions} >= {"sm", "dev", "qa"}
     assert report.cost_usd == pytest.approx(sum(s.cost_usd for s in sessions))
     assert all("serving" in out for out in outputs), outputs
+
+
+async def test_the_budget_holds_across_workers(
+    tmp_path: Path, pg_database: str, workers: ExitStack
+) -> None:
+    """Four stories (~$0.39 each with the scripted actor) on two workers, $0.60 for the run: the
+    workers reserve their sessions' shares from one budget in the database, so the run stops
+    once $0.60 is spent, all workers together."""
+    project, epic, remote = project_with_remote(tmp_path, stories=4)
+    config = RunConfig(
+        epic=epic,
+        project=project,
+        jobs=4,
+        skip_gates=True,
+        finish="branch",
+        engine="dbos",
+        database=pg_database,
+        budget_usd=0.6,
+        session_timeout=180.0,
+        idle_timeout=120.0,
+    )
+    async with FakeAnthropicAPI(bmad_actor_scenario()) as api:
+        pool = [
+            Worker(name, tmp_path / "workers", pg_database, remote, api.env())
+            for name in ("w1", "w2")
+        ]
+        for worker in pool:
+            workers.callback(worker.close)
+        async with ClaudeAgentRunner(env=api.env()) as runner, anyio.create_task_group() as tg:
+            tg.start_soon(fail_if_a_worker_dies, pool)
+            with anyio.fail_after(600):  # a bound on a hang, not a timing
+                report = await run_epic(config, runner=runner)
+            tg.cancel_scope.cancel(reason="the run is over")
+        assert [w.interrupt() for w in pool] == [130, 130]
+
+    assert report.status == "failed"
+    assert report.failure_reason == "the run's budget of $0.60 is spent"
+    assert any(s.status != "done" for s in report.stories)
+    # Spent: at least the cap, and past it by no more than the sessions in flight could each
+    # overrun their share by one model turn (~$0.17 with this actor), not by whole sessions.
+    assert 0.6 <= report.cost_usd < 0.6 + 4 * 0.17, report.cost_usd
