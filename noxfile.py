@@ -48,7 +48,9 @@ def tests_trio(session: nox.Session) -> None:
 def tests_asyncio(session: nox.Session) -> None:
     """The test suite on the asyncio backend (anyio plugin; pytest-trio disabled)."""
     _install_project(session, *TEST_DEPS)
-    _pytest(session, "-p", "no:trio", "--ignore=tests/embed", *NOT_DISTRIBUTED, "--backends=asyncio")
+    _pytest(
+        session, "-p", "no:trio", "--ignore=tests/embed", *NOT_DISTRIBUTED, "--backends=asyncio"
+    )
 
 
 @nox.session(name="tests-portable")
