@@ -21,6 +21,7 @@ from bmad_trio._events import (
     RunPaused,
     RunStarted,
     StoryFinished,
+    StoryMoved,
 )
 
 SECRET = "T000/B000/s3cr3t-token"
@@ -258,3 +259,10 @@ def test_rejects_bad_urls_without_echoing_them(url: str) -> None:
         Notifier(url)
     assert SECRET not in str(caught.value)
     assert url not in str(caught.value)
+
+
+def test_a_story_moving_off_a_worker_is_notified() -> None:
+    moved = StoryMoved(story_id="1.3", worker="w1", reason="it fell silent (no heartbeat for 10 s)")
+    assert notification_text(moved, run_id="r-7") == (
+        "bmad-trio [run r-7]: story 1.3 moved off worker w1: it fell silent (no heartbeat for 10 s)"
+    )

@@ -33,6 +33,7 @@ from bmad_trio._events import (
     RunStarted,
     SessionFinished,
     StoryFinished,
+    StoryMoved,
     StoryStarted,
     StoryStatusChanged,
     ToolRefused,
@@ -455,3 +456,14 @@ async def test_jsonl_progress_round_trips_every_event() -> None:
     decoded = [event_from_json(converter, json.loads(line)) for line in lines]
     assert decoded == events
     assert json.loads(lines[0])["type"] == "run_started"
+
+
+@pytest.mark.anyio
+async def test_a_story_moving_off_a_worker_is_a_plain_line() -> None:
+    lines: list[str] = []
+    progress = PlainProgress(lines.append, get_time=StepClock())
+    moved = StoryMoved(story_id="1.1", worker="w1", reason="cannot reach the shared remote: x")
+    await feed([moved], progress, buffer=0)
+    assert [line.split("] ", 1)[1] for line in lines] == [
+        "1.1 moves off worker w1: cannot reach the shared remote: x\n"
+    ]

@@ -24,7 +24,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._converter import event_to_json, make_converter
 from .._errors import ConfigError
-from .._events import Event, RunFinished, RunPaused, RunStarted, StoryFinished
+from .._events import Event, RunFinished, RunPaused, RunStarted, StoryFinished, StoryMoved
 
 __all__ = ["Notifier", "notification_text"]
 
@@ -58,6 +58,10 @@ def notification_text(
             verb = "finished" if event.status == "done" else event.status
             text = f"{prefix}: run {verb}, ${event.cost_usd:.2f}, {_duration(event.duration_s)}"
             return f"{text}: {event.reason}" if event.reason else text
+        case StoryMoved():
+            return (
+                f"{prefix}: story {event.story_id} moved off worker {event.worker}: {event.reason}"
+            )
         case RunPaused():
             text = f"{prefix}: paused: {event.reason}"
             if event.until_ts is not None:
