@@ -6,6 +6,8 @@ the same rules, with the state in ``bmad_trio_runs``/``bmad_trio_reservations`` 
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
@@ -15,9 +17,11 @@ import anyio.lowlevel
 from .._errors import BudgetSpent
 from .._events import Event
 from .._workflow._run_services import Budget, BudgetReservation, PauseGate
-from ._shared import SharedState
+from ._shared import SharedState, call_retrying
 
 __all__ = ["SharedBudget", "SharedPauseGate"]
+
+log = logging.getLogger("bmad_trio.worker")
 
 _WAIT_S = 1.0
 """How often a session waiting for budget held elsewhere asks again (sessions on other machines
@@ -75,9 +79,10 @@ class SharedPauseGate(PauseGate):
             self._wall_until, self._local_reason = until, reason
 
     async def wait(self) -> None:
-        until, reason = await anyio.to_thread.run_sync(
+        publish = functools.partial(
             self._shared.pause, self._run_id, self._wall_until, self._local_reason
         )
+        until, reason = await call_retrying(publish, log, "the run's pause")
         left = until - time.time()
         if left > 0:
             super().pause(left, reason)  # another worker's pause (or ours) holds us too

@@ -131,27 +131,35 @@ class _Worker:
         settings = self.settings
         await anyio.Path(settings.workdir).mkdir(parents=True, exist_ok=True)
         await self._ensure_clone()
-        await anyio.to_thread.run_sync(self._shared.create)
+        await call_retrying(self._shared.create, log, "bmad-trio's tables")
         owned_runner = self._runner is None
         if self._runner is None:
             from .._agents._claude_runner import ClaudeAgentRunner
 
             self._runner = ClaudeAgentRunner(cli_path=settings.cli_path)
-        self._store = await Store.open(settings.workdir, redactor=self._redactor)
         launched = False
         try:
-            async with BlockingPortal() as portal, anyio.create_task_group() as tg:
+            self._store = await Store.open(settings.workdir, redactor=self._redactor)
+            async with BlockingPortal() as portal:
                 self._portal = portal
-                self._serving = tg.cancel_scope
-                await anyio.to_thread.run_sync(self._launch)
-                launched = True
-                await anyio.to_thread.run_sync(self._beat, True)
-                tg.start_soon(self._heartbeat, name="heartbeat")
-                log.info(
-                    "worker %s serving %s (jobs %d)", self.executor_id, QUEUE_NAME, settings.jobs
-                )
-                task_status.started(self.executor_id)
-                await anyio.sleep_forever()
+                try:
+                    async with anyio.create_task_group() as tg:
+                        self._serving = tg.cancel_scope
+                        launched = True  # set first: a cancel while DBOS launches still ends it
+                        await anyio.to_thread.run_sync(self._launch)
+                        await anyio.to_thread.run_sync(self._beat, True)
+                        tg.start_soon(self._heartbeat, name="heartbeat")
+                        log.info(
+                            "worker %s serving %s (jobs %d)",
+                            *(self.executor_id, QUEUE_NAME, settings.jobs),
+                        )
+                        task_status.started(self.executor_id)
+                        await anyio.sleep_forever()
+                finally:
+                    # Before the portal's exit cancels the phases in flight: their steps must
+                    # see the worker stopping, and raise WorkerStopping (their workflows stay
+                    # pending) rather than the cancellation (DBOS would record it as a failure).
+                    self._stopping = True
         finally:
             # Shielded: the worker's own cleanup must run to its end (it is bounded: DBOS's
             # shutdown does not wait for workflows, each statement has the pool's timeouts).
@@ -160,7 +168,8 @@ class _Worker:
                 if launched:
                     await anyio.to_thread.run_sync(self._shut_down)
                 await anyio.to_thread.run_sync(self._shared.dispose)
-                await self._store.aclose()
+                if self._store is not None:
+                    await self._store.aclose()
                 if owned_runner:
                     await self._runner.aclose()
         if self._lost_remote is not None:
@@ -196,7 +205,7 @@ class _Worker:
         try:
             left = _HANDED_OVER if self._lost_remote is not None else "it was stopped"
             self._shared.expire(self.executor_id, left)
-        except Exception as exc:  # the database is away: the others find us silent anyway
+        except DATABASE_ERRORS as exc:  # the database is away: the others find us silent anyway
             log.warning("worker %s: could not expire its heartbeat: %s", self.executor_id, exc)
 
     def _beat(self, starting: bool = False) -> list[str]:

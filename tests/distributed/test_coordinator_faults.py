@@ -8,7 +8,7 @@ import functools
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -58,6 +58,14 @@ class FirstRequestOf:
 def cluster() -> Iterator[ExitStack]:
     with ExitStack() as stack:
         yield stack
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition`` holds (state outside this process: looked at five times a second)."""
+    while True:
+        if condition():
+            return
+        await anyio.sleep(0.2)
 
 
 def _landed(project: Path, start: str) -> list[str]:
@@ -163,7 +171,20 @@ async def test_the_database_restarting_mid_run_is_waited_out(
             # Once a Dev session asks the model, its story's SM session has ended (its event
             # written) and the other stories' sessions are in flight.
             await signal.seen.wait()
+            before = [w.output().count("heartbeat failed") for w in pool]
             await anyio.to_thread.run_sync(functools.partial(postgres.stop, "fast"))
+            # Down until every worker has missed a heartbeat (so for seconds, not a blink), and
+            # a story's phase on some worker has met the outage (writing an event, reserving its
+            # budget) and is waiting it out.
+            await _until(
+                lambda: (
+                    all(
+                        w.output().count("heartbeat failed") > n
+                        for w, n in zip(pool, before, strict=True)
+                    )
+                    and any("database is not answering" in w.output() for w in pool)
+                )
+            )
             await anyio.to_thread.run_sync(postgres.start)
             restarted.set()
 

@@ -65,8 +65,9 @@ def _roles(remote: Path, start: str, branch: str) -> list[str]:
     return sorted(role for role in log.split() if role != "code")
 
 
-async def test_a_worker_killed_mid_session_leaves_its_story_to_another_without_rerunning_a_phase(
-    tmp_path: Path, pg_database: str, cluster: ExitStack
+@pytest.mark.parametrize("stop", ["SIGKILL", "Ctrl-C"])
+async def test_a_worker_stopped_mid_session_leaves_its_story_to_another_without_rerunning_a_phase(
+    tmp_path: Path, pg_database: str, cluster: ExitStack, stop: str
 ) -> None:
     project, epic, remote = project_with_remote(tmp_path, stories=1)
     start = git(project, "rev-parse", "HEAD")
@@ -92,7 +93,10 @@ async def test_a_worker_killed_mid_session_leaves_its_story_to_another_without_r
             # The Dev session is in flight on w1 once its request stalls (SM's phase is pushed).
             await stall.in_flight.wait()
             assert _roles(remote, start, "bmad/epic-1-story-1.1") == ["sm"]
-            first.kill()
+            if stop == "SIGKILL":
+                first.kill()
+            else:
+                assert await anyio.to_thread.run_sync(first.interrupt) == 130
             second = Worker("w2", root, pg_database, remote, api.env())
             cluster.callback(second.close)
             pool.append(second)
@@ -110,6 +114,9 @@ async def test_a_worker_killed_mid_session_leaves_its_story_to_another_without_r
     # session died uncommitted with w1), then QA.
     assert _roles(remote, start, "bmad/epic-1-story-1.1") == ["dev", "qa", "sm"]
     assert "re-enqueued" in pool[1].output()
+    moved = [e for e in events_of(project, report.run_id) if e["type"] == "story_moved"]
+    reason = "it fell silent" if stop == "SIGKILL" else "it was stopped"
+    assert [(e["worker"], str(e["reason"])[: len(reason)]) for e in moved] == [("w1", reason)]
     story = git(project, "show", "bmad/epic-1:docs/stories/1.1.story.md")
     assert "Status\n\nDone" in story or "Status\nDone" in story, story
     sm_requests = [
