@@ -51,6 +51,7 @@ class Worker:
         *,
         jobs: int = 2,
         dead_after_s: float = 3.0,
+        backend: str = "trio",
     ) -> None:
         self.name = name
         self.dir = root / name
@@ -61,6 +62,7 @@ class Worker:
             sys.executable, "-m", "bmad_trio", "worker",
             "--database", database, "--repo", str(remote), "--dir", str(self.dir),
             "--jobs", str(jobs), "--name", name, "--dead-after", str(dead_after_s),
+            "--backend", backend,
         ]  # fmt: skip
         self.process = subprocess.Popen(
             argv, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **env}

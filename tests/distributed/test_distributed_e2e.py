@@ -26,8 +26,9 @@ def workers() -> Iterator[ExitStack]:
 
 
 async def test_two_workers_run_an_epic_and_the_coordinator_lands_it(
-    tmp_path: Path, pg_database: str, workers: ExitStack
+    tmp_path: Path, pg_database: str, workers: ExitStack, anyio_backend: str
 ) -> None:
+    """The coordinator on this test's backend, and so are the workers' event loops."""
     project, epic, remote = project_with_remote(tmp_path, stories=4)
     start = git(project, "rev-parse", "HEAD")
     config = RunConfig(
@@ -43,7 +44,9 @@ async def test_two_workers_run_an_epic_and_the_coordinator_lands_it(
     )
     async with FakeAnthropicAPI(bmad_actor_scenario()) as api:
         pool = [
-            Worker(name, tmp_path / "workers", pg_database, remote, api.env())
+            Worker(
+                name, tmp_path / "workers", pg_database, remote, api.env(), backend=anyio_backend
+            )
             for name in ("w1", "w2")
         ]
         for worker in pool:
