@@ -25,6 +25,7 @@ import attrs
 from .. import _git
 from .._agents._runner import Outcome, SessionResult
 from .._bmad import EpicStory
+from .._bmad._textio import write_text_atomic
 from .._config import RunConfig
 from .._converter import event_from_json, make_converter
 from .._errors import ConfigError, RunAbort
@@ -61,6 +62,7 @@ class RemoteCycles:
         self._client = EngineClient(config.database)
         self._shared = SharedState(config.database)
         self._converter = make_converter()
+        self._files = files
         self._relayed_path = files.root / "relayed.json"
         self._relayed: dict[str, int] = _read_relayed(self._relayed_path)
         """Per story, the last event id relayed into this run (a resume does not count twice)."""
@@ -135,6 +137,7 @@ class RemoteCycles:
             if outcome.state != "running":
                 break
             await anyio.sleep(_POLL_S)
+        await self._fetch_transcripts(run_id, story_id, where)
         store = services.store
         if outcome.output is not None and outcome.output.get("abort"):
             # Budget spent or credentials refused on the worker: the whole run stops, as here.
@@ -160,6 +163,21 @@ class RemoteCycles:
             failure_reason=report.failure_reason,
         )
         return story_report(row, story.title, failure_reason=report.failure_reason)
+
+    async def _fetch_transcripts(self, run_id: str, story_id: str, where: str) -> None:
+        """The story's transcripts, from the workers that ran its sessions, into this run's
+        transcripts folder (each written whole: temp file, then rename)."""
+        found = await call_retrying(
+            functools.partial(self._shared.transcripts, run_id, story_id), log, where
+        )
+        folder = self._files.transcripts_dir
+
+        def write() -> None:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, text in found:
+                write_text_atomic(folder / Path(name).name, text)
+
+        await anyio.to_thread.run_sync(write)
 
     async def _publish(self, worktree: Path, branch: str) -> None:
         """Put the story's branch on the shared remote; one already there with more on it (a
@@ -208,6 +226,7 @@ class RemoteCycles:
                 duration_s=event.duration_s,
                 error=event.error,
             )
+            transcript = self._files.transcript_path(event.story_id, event.cycle, event.role)
             await store.record_session(
                 run_id,
                 event.story_id,
@@ -216,6 +235,7 @@ class RemoteCycles:
                 event.cycle,
                 label,
                 result,
+                transcript.relative_to(services.config.project),
             )
         elif isinstance(event, StoryStatusChanged):
             await store.update_story(run_id, event.story_id, status=event.new)
@@ -239,6 +259,4 @@ def _read_relayed(path: Path) -> dict[str, int]:
 
 
 def _write_relayed(path: Path, relayed: dict[str, int]) -> None:
-    from .._bmad._textio import write_text_atomic
-
     write_text_atomic(path, json.dumps(relayed))

@@ -93,6 +93,15 @@ _RESERVATIONS = sa.Table(
     sa.Column("worker", sa.Text, nullable=False),
     sa.Column("share_usd", sa.Float, nullable=False),
 )
+_TRANSCRIPTS = sa.Table(
+    "bmad_trio_transcripts",
+    _METADATA,
+    sa.Column("run_id", sa.Text, primary_key=True),
+    sa.Column("story_id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("worker", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+)
 _SESSION_FINISHED = "session_finished"
 
 
@@ -145,6 +154,28 @@ class SharedState:
                         _RESERVATIONS.c.run_id == run_id, _RESERVATIONS.c.story_id == story_id
                     )
                 )
+
+    # -- transcripts ----------------------------------------------------------------------------
+
+    def put_transcript(self, run_id: str, story_id: str, name: str, worker: str, text: str) -> None:
+        """Keep a session's transcript (redacted, as written) for the coordinator; a newer copy
+        of the same file (a phase run again appends to it) replaces the older."""
+        key = (_TRANSCRIPTS.c.run_id == run_id, _TRANSCRIPTS.c.story_id == story_id)
+        with self._engine.begin() as conn:
+            conn.execute(_TRANSCRIPTS.delete().where(*key, _TRANSCRIPTS.c.name == name))
+            conn.execute(
+                _TRANSCRIPTS.insert().values(
+                    run_id=run_id, story_id=story_id, name=name, worker=worker, text=text
+                )
+            )
+
+    def transcripts(self, run_id: str, story_id: str) -> list[tuple[str, str]]:
+        """The story's transcripts: (file name, text)."""
+        query = sa.select(_TRANSCRIPTS.c.name, _TRANSCRIPTS.c.text).where(
+            _TRANSCRIPTS.c.run_id == run_id, _TRANSCRIPTS.c.story_id == story_id
+        )
+        with self._engine.connect() as conn:
+            return [(row.name, row.text) for row in conn.execute(query)]
 
     # -- the run's budget and pause -------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import functools
 import logging
 import os
 import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from .._config import RunConfig
 from .._converter import event_to_json, make_converter
 from .._errors import ConfigError, GitError, RunAbort
 from .._events import Event, StoryMoved
+from .._state._paths import safe_name
 from .._state._redact import Redactor
 from .._state._run_files import RunFiles
 from .._state._store import Store
@@ -316,6 +318,7 @@ class _Worker:
         if warning:
             log.warning("%s", warning)
         files = RunFiles(self.settings.workdir, run_id, self._redactor)
+        started = time.time()
         try:
 
             async def emit(event: Event) -> None:
@@ -359,12 +362,35 @@ class _Worker:
             head = await _push(worktree, branch, lease)
         finally:
             files.close()
+        await self._upload_transcripts(files, run_id, story_id, since=started)
         return {
             "report": None if report is None else self._converter.unstructure(report),
             "progress": attrs.asdict(cycle.progress),
             "head": head,
             "worker": self.executor_id,
         }
+
+    async def _upload_transcripts(
+        self, files: RunFiles, run_id: str, story_id: str, *, since: float
+    ) -> None:
+        """This step's transcripts (the files it wrote to) go to the database, for the
+        coordinator to keep with the run's own."""
+        prefix = safe_name(story_id) + "-"
+
+        def written() -> list[tuple[str, str]]:
+            folder = files.transcripts_dir
+            paths = folder.glob(f"{prefix}*.jsonl") if folder.is_dir() else ()
+            return [
+                (path.name, path.read_text(encoding="utf-8", errors="replace"))
+                for path in paths
+                if path.stat().st_mtime >= since - 1.0  # (coarse file-system clocks)
+            ]
+
+        for name, text in await anyio.to_thread.run_sync(written):
+            put = functools.partial(
+                self._shared.put_transcript, run_id, story_id, name, self.executor_id, text
+            )
+            await call_retrying(put, log, f"story {story_id}: a transcript")
 
     async def _ensure_clone(self) -> None:
         if await anyio.Path(self.clone / ".git").exists():

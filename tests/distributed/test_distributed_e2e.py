@@ -79,6 +79,12 @@ async def test_two_workers_run_an_epic_and_the_coordinator_lands_it(
     assert len(sessions) >= 12
     assert {s.role for s in sessions} >= {"sm", "dev", "qa"}
     assert report.cost_usd == pytest.approx(sum(s.cost_usd for s in sessions))
+    # each session's transcript came back from its worker, where the store says it is
+    for session in sessions:
+        assert session.transcript is not None
+        transcript = project / session.transcript
+        assert transcript.is_file(), session.transcript
+        assert transcript.read_text().strip(), session.transcript
     assert all("serving" in out for out in outputs), outputs
 
 
