@@ -41,6 +41,8 @@ __all__ = ["RemoteCycles", "open_remote_cycles"]
 
 log = logging.getLogger("bmad_trio.run")
 
+_NO_WORKER_S = 30.0
+"""A story queued this long with no worker heard from in as long gets a warning in the log."""
 _POLL_S = 0.5
 """How often a waiting story looks at its workflow and its new events (an I/O poll: no
 transition depends on its timing)."""
@@ -117,6 +119,7 @@ class RemoteCycles:
         workflow_id = f"{run_id}/{story_id}"
         where = f"story {story_id}"
         await call_retrying(functools.partial(self._client.enqueue, workflow_id, job), log, where)
+        queued_by, warned = anyio.current_time() + _NO_WORKER_S, False
         while True:
             outcome = await call_retrying(
                 functools.partial(self._client.outcome, workflow_id), log, where
@@ -134,8 +137,10 @@ class RemoteCycles:
                 await anyio.to_thread.run_sync(
                     _write_relayed, self._relayed_path, dict(self._relayed)
                 )
-            if outcome.state != "running":
+            if outcome.state in ("succeeded", "failed"):
                 break
+            if outcome.state == "queued" and not warned and anyio.current_time() > queued_by:
+                warned = await self._warn_without_workers(where)
             await anyio.sleep(_POLL_S)
         await self._fetch_transcripts(run_id, story_id, where)
         store = services.store
@@ -163,6 +168,20 @@ class RemoteCycles:
             failure_reason=report.failure_reason,
         )
         return story_report(row, story.title, failure_reason=report.failure_reason)
+
+    async def _warn_without_workers(self, where: str) -> bool:
+        """Say so when a story waits in the queue and no worker is alive to take it (a run started
+        before its workers, or every worker gone): it waits, it is not lost. True once said."""
+        live = await call_retrying(
+            functools.partial(self._shared.live_workers, _NO_WORKER_S), log, where
+        )
+        if live:
+            return False
+        log.warning(
+            "%s waits in the queue and no worker is alive: start `bmad-trio worker --database …`",
+            where,
+        )
+        return True
 
     async def _fetch_transcripts(self, run_id: str, story_id: str, where: str) -> None:
         """The story's transcripts, from the workers that ran its sessions, into this run's

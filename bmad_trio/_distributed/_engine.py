@@ -34,7 +34,7 @@ _ENDED = frozenset({"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCE
 class CycleOutcome:
     """Where a story cycle's workflow stands."""
 
-    state: Literal["running", "succeeded", "failed"]
+    state: Literal["queued", "running", "succeeded", "failed"]
     output: dict[str, Any] | None = None
     error: str | None = None
 
@@ -66,6 +66,8 @@ class EngineClient:
 
     def outcome(self, workflow_id: str) -> CycleOutcome:
         status = self._client.retrieve_workflow(workflow_id).get_status()
+        if status.status in ("ENQUEUED", "DELAYED"):
+            return CycleOutcome("queued")
         if status.status not in _ENDED:
             return CycleOutcome("running")
         if status.status == "SUCCESS":

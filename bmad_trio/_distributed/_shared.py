@@ -330,6 +330,10 @@ class SharedState:
                 .values(seen_at=0.0, left_reason=reason)
             )
 
-    def workers(self) -> list[dict[str, Any]]:
+    def live_workers(self, seen_within_s: float) -> list[str]:
+        """The workers that have beaten within ``seen_within_s`` seconds."""
+        query = sa.select(_WORKERS.c.executor_id).where(
+            _WORKERS.c.seen_at >= time.time() - seen_within_s
+        )
         with self._engine.connect() as conn:
-            return [dict(row) for row in conn.execute(sa.select(_WORKERS)).mappings()]
+            return [row.executor_id for row in conn.execute(query)]

@@ -121,8 +121,13 @@ async def test_the_budget_holds_across_workers(
             tg.cancel_scope.cancel(reason="the run is over")
         assert [w.interrupt() for w in pool] == [130, 130]
 
-    assert report.status == "failed"
-    assert report.failure_reason == "the run's budget of $0.60 is spent"
+    why = (
+        [(r.story_id, r.status, r.failure_reason) for r in report.stories],
+        report.cost_usd,
+        [w.output()[-2000:] for w in pool],
+    )
+    assert report.status == "failed", why
+    assert report.failure_reason == "the run's budget of $0.60 is spent", why
     assert any(s.status != "done" for s in report.stories)
     # Spent: at least the cap, and past it by no more than the sessions in flight could each
     # overrun their share by one model turn (~$0.17 with this actor), not by whole sessions.
