@@ -1,8 +1,8 @@
 """Many machines: an epic's wall time with 1, 2, 4 ``bmad-trio worker`` processes, the engine's
 overhead per phase, and the memory of a worker.
 
-``python -m bench.distributed [--stories 16] [--workers 1,2,4] [--latency 1.5] [--no-local]
-[--out DIR]``; ``--from-json FILE`` redoes the table from a ``distributed.json``.
+``python -m bench.distributed [--stories 16] [--workers 1,2,4] [--latency 1.5]
+[--local-jobs 1] [--out DIR]``; ``--from-json FILE`` redoes the table from a ``distributed.json``.
 
 Everything runs on this machine: a throwaway PostgreSQL on loopback (tests/distributed/_postgres.py),
 a project whose ``origin`` is a bare repository (the shared remote), worker processes with their
@@ -15,9 +15,11 @@ Code CLI against the scripted server playing the BMAD roles with a latency per m
    its ratio to the ideal ``min(workers, stories)``.
 2. Overhead per phase, from the coordinator's ``events.jsonl`` (see :func:`session_units`): the
    wall time around each agent session minus the session's own ``duration_s``; the same epic with
-   the local engine (``jobs = 1``) gives the one-machine figure, so the engine's own cost per
-   phase is the difference. For the distributed runs DBOS's tables split it further (see
-   :func:`dbos_split`).
+   the local engine (``--local-jobs``, default ``jobs = 1``) gives the one-machine figure, so the
+   engine's own cost per phase is the difference (against the local run with ``jobs`` = workers
+   when there is one: it loads the CPUs alike; else ``jobs = 1``). For the distributed runs
+   DBOS's tables split it further (see :func:`dbos_split`). A local run with ``jobs > 1`` also
+   gets its speed-up over local ``jobs = 1``: what this machine's CPUs allow at all.
 3. Memory: peak RSS of each worker process alone and with its children (the CLI sessions),
    sampled with psutil while the epic runs, and the worker's own ``VmHWM`` at the end.
 
@@ -35,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Generator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -74,7 +76,7 @@ def _postgres() -> Any:
 
 
 @contextmanager
-def postgres_server() -> Iterator[Any]:
+def postgres_server() -> Generator[Any]:
     """A PostgreSQL server for the whole bench, stopped (and its files removed) at the end."""
     pg = _postgres()
     bin_dir = pg.find_postgres()
@@ -274,10 +276,17 @@ def finish_rows(result: dict[str, Any]) -> dict[str, Any]:
         ),
         None,
     )
-    local = next((r for r in rows if r["engine"] == "local" and r.get("wall_s")), None)
-    local_overhead = _mean(local, "overhead_s") if local else None
-    local_wall = _mean(local, "wall_s") if local else None
+    local = next(
+        (r for r in rows if r["engine"] == "local" and r.get("jobs", 1) == 1 and r.get("wall_s")),
+        None,
+    )
     for row in rows:
+        if row["engine"] == "local" and row.get("jobs", 1) > 1 and local and row.get("wall_s"):
+            # the same epic on one machine with ``jobs`` sessions at once: what the CPUs allow
+            ideal = min(row["jobs"], row["stories"])
+            row["speedup"] = local["wall_s"] / row["wall_s"]
+            row["ideal"] = ideal
+            row["of_ideal"] = row["speedup"] / ideal
         if row["engine"] != "dbos":
             continue
         if base and row.get("wall_s"):
@@ -285,12 +294,23 @@ def finish_rows(result: dict[str, Any]) -> dict[str, Any]:
             row["speedup"] = base / row["wall_s"]
             row["ideal"] = ideal
             row["of_ideal"] = row["speedup"] / ideal
-        overhead = _mean(row, "overhead_s")
-        if overhead is not None and local_overhead is not None:
-            row["engine_overhead_per_phase_s"] = overhead - local_overhead
-        wall = _mean(row, "wall_s")
-        if wall is not None and local_wall is not None:
-            row["phase_wall_over_local_s"] = wall - local_wall
+        # The local run with as many sessions at once shares the CPUs alike; else jobs 1.
+        same = next(
+            (
+                r
+                for r in rows
+                if r["engine"] == "local" and r.get("jobs", 1) == row["workers"] and r.get("wall_s")
+            ),
+            local,
+        )
+        overhead, wall = _mean(row, "overhead_s"), _mean(row, "wall_s")
+        reference_overhead = _mean(same, "overhead_s") if same else None
+        reference_wall = _mean(same, "wall_s") if same else None
+        if same is not None and overhead is not None and reference_overhead is not None:
+            row["engine_overhead_per_phase_s"] = overhead - reference_overhead
+            row["overhead_reference_local_jobs"] = same.get("jobs", 1)
+        if wall is not None and reference_wall is not None:
+            row["phase_wall_over_local_s"] = wall - reference_wall
     return result
 
 
@@ -446,6 +466,7 @@ async def dbos_case(
     case: dict[str, Any] = {"engine": "dbos", "workers": workers, "stories": stories}
     pool: list[Any] = []
     sampler: MemorySampler | None = None
+    report = None
     errors: list[str] = []
     async with FakeAnthropicAPI(bmad_actor_scenario(latency_s=latency_s)) as api:
         try:
@@ -466,7 +487,6 @@ async def dbos_case(
                 await _wait_serving(pool)
             case["workers_ready_s"] = time.perf_counter() - spawned
             sampler = MemorySampler({w.name: w.process.pid for w in pool})
-            report = None
             async with (
                 ClaudeAgentRunner(env=api.env()) as runner,
                 anyio.create_task_group() as tg,
@@ -522,8 +542,10 @@ async def dbos_case(
     return case
 
 
-async def local_case(workdir: Path, *, stories: int, latency_s: float) -> dict[str, Any]:
-    """The same epic with the local engine, ``jobs = 1``."""
+async def local_case(
+    workdir: Path, *, stories: int, latency_s: float, jobs: int = 1
+) -> dict[str, Any]:
+    """The same epic with the local engine and ``jobs``."""
     from bmad_trio import ClaudeAgentRunner, RunConfig, run_epic
     from bmad_trio.testing import FakeAnthropicAPI, bmad_actor_scenario
 
@@ -533,13 +555,13 @@ async def local_case(workdir: Path, *, stories: int, latency_s: float) -> dict[s
     config = RunConfig(
         epic=epic,
         project=project,
-        jobs=1,
+        jobs=jobs,
         skip_gates=True,
         finish="branch",
         session_timeout=900.0,
         idle_timeout=600.0,
     )
-    case: dict[str, Any] = {"engine": "local", "workers": 0, "jobs": 1, "stories": stories}
+    case: dict[str, Any] = {"engine": "local", "workers": 0, "jobs": jobs, "stories": stories}
     sampler = MemorySampler({"bench": os.getpid()})
     async with (
         FakeAnthropicAPI(bmad_actor_scenario(latency_s=latency_s)) as api,
@@ -590,32 +612,54 @@ def _count(items: Any) -> dict[str, int]:
 
 
 async def measure(
-    workdir: Path, *, stories: int, workers: list[int], latency_s: float, local: bool = True
+    workdir: Path,
+    *,
+    stories: int,
+    workers: list[int],
+    latency_s: float,
+    local_jobs: tuple[int, ...] = (1,),
 ) -> dict[str, Any]:
-    """One distributed run per worker count, then (when ``local``) one local run."""
+    """One distributed run per worker count, then one local run per ``local_jobs``."""
     machine = machine_info()
     rows: list[dict[str, Any]] = []
-    with postgres_server() as server:
+    with postgres_server() if workers else _no_server() as server:
         for n in workers:
             try:
-                row = await dbos_case(
-                    workdir, server, stories=stories, workers=n, latency_s=latency_s
+                row = await _with_load(
+                    dbos_case(workdir, server, stories=stories, workers=n, latency_s=latency_s)
                 )
             except Exception as exc:  # one case failing leaves the others' figures
                 row = {"engine": "dbos", "workers": n, "stories": stories, "error": repr(exc)}
             rows.append(row)
             print(f"[bench.distributed] {n} worker(s): {_short(row)}", file=sys.stderr)
-    if local:
+    for jobs in local_jobs:
         try:
-            row = await local_case(workdir, stories=stories, latency_s=latency_s)
+            row = await _with_load(
+                local_case(workdir, stories=stories, latency_s=latency_s, jobs=jobs)
+            )
         except Exception as exc:
-            row = {"engine": "local", "workers": 0, "stories": stories, "error": repr(exc)}
+            row = {"engine": "local", "workers": 0, "jobs": jobs, "stories": stories}
+            row["error"] = repr(exc)
         rows.append(row)
-        print(f"[bench.distributed] local: {_short(row)}", file=sys.stderr)
+        print(f"[bench.distributed] local, jobs {jobs}: {_short(row)}", file=sys.stderr)
     machine["loadavg_at_end"] = list(os.getloadavg())
     machine["bench_vmrss_kb_at_end"] = vmrss_kb()
     result = {"machine": machine, "latency_s": latency_s, "stories": stories, "rows": rows}
     return finish_rows(result)
+
+
+@contextmanager
+def _no_server() -> Generator[None]:
+    yield None
+
+
+async def _with_load(case: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """The case's figures, with the load average before and after it (the machine is shared)."""
+    before = list(os.getloadavg())
+    row = await case
+    row["loadavg_before"] = before
+    row["loadavg_after"] = list(os.getloadavg())
+    return row
 
 
 def _short(row: dict[str, Any]) -> str:
@@ -633,6 +677,17 @@ def _s(figure: dict[str, float] | None, key: str, digits: int = 1) -> str:
     return "-" if figure is None else f"{figure[key]:.{digits}f}"
 
 
+def _engine(row: dict[str, Any]) -> str:
+    return "dbos" if row["engine"] == "dbos" else f"local (jobs {row.get('jobs', 1)})"
+
+
+def _overhead_cell(row: dict[str, Any]) -> str:
+    extra = row.get("engine_overhead_per_phase_s")
+    if extra is None:
+        return "-"
+    return f"{extra:+.2f} (jobs {row.get('overhead_reference_local_jobs', 1)})"
+
+
 def table(result: dict[str, Any]) -> str:
     """The Markdown tables: wall time and speed-up, per-phase time, memory per worker."""
     stories = result["stories"]
@@ -640,12 +695,12 @@ def table(result: dict[str, Any]) -> str:
         f"Epic of {stories} independent stories, scripted model {result['latency_s']:g} s/request, "
         "skip_gates, finish=branch.",
         "",
-        "| engine | workers | wall | stories done | sessions | speed-up over 1 worker | ideal "
-        "| of ideal |",
+        "| engine | workers | wall | stories done | sessions | speed-up over 1 worker "
+        "(local: over jobs 1) | ideal | of ideal |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in result["rows"]:
-        engine = "dbos" if row["engine"] == "dbos" else "local (jobs 1)"
+        engine = _engine(row)
         workers = row["workers"] if row["engine"] == "dbos" else "-"
         wall = f"{row['wall_s']:.0f} s" if row.get("wall_s") and "error" not in row else "error"
         speedup = f"{row['speedup']:.2f}x" if "speedup" in row else "-"
@@ -660,21 +715,20 @@ def table(result: dict[str, Any]) -> str:
         "events.jsonl), seconds:",
         "",
         "| engine | workers | phases | wall mean | wall p90 | session mean | outside session mean "
-        "| outside p90 | engine overhead (mean, over local) |",
+        "| outside p90 | engine overhead (mean, over local at jobs = workers, else jobs 1) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in result["rows"]:
         phase = row.get("per_phase")
         if not phase:
             continue
-        engine = "dbos" if row["engine"] == "dbos" else "local (jobs 1)"
+        engine = _engine(row)
         workers = row["workers"] if row["engine"] == "dbos" else "-"
-        extra = row.get("engine_overhead_per_phase_s")
         lines.append(
             f"| {engine} | {workers} | {phase['units']} | {_s(phase['wall_s'], 'mean')} "
             f"| {_s(phase['wall_s'], 'p90')} | {_s(phase['session_s'], 'mean')} "
             f"| {_s(phase['overhead_s'], 'mean', 2)} | {_s(phase['overhead_s'], 'p90', 2)} "
-            f"| {'-' if extra is None else f'{extra:+.2f}'} |"
+            f"| {_overhead_cell(row)} |"
         )
     dbos_rows = [r for r in result["rows"] if r.get("dbos")]
     if dbos_rows:
@@ -725,6 +779,13 @@ def table(result: dict[str, Any]) -> str:
         f"{' '.join(f'{x:.2f}' for x in start)} at the start, "
         f"{' '.join(f'{x:.2f}' for x in end)} at the end.",
     ]
+    for row in result["rows"]:
+        if "loadavg_before" in row and row.get("separate_run"):
+            lines.append(
+                f"{_engine(row)} ran separately: load average "
+                f"{' '.join(f'{x:.2f}' for x in row['loadavg_before'])} before, "
+                f"{' '.join(f'{x:.2f}' for x in row['loadavg_after'])} after."
+            )
     return "\n".join(lines)
 
 
@@ -733,7 +794,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=1.5, help="seconds per model request")
     parser.add_argument("--stories", type=int, default=16)
     parser.add_argument("--workers", default="1,2,4", help="comma-separated worker counts")
-    parser.add_argument("--no-local", action="store_true", help="skip the local engine's run")
+    parser.add_argument(
+        "--local-jobs",
+        default="1",
+        help="comma-separated jobs of the local engine's runs of the same epic ('' for none)",
+    )
     parser.add_argument("--backend", default="trio", choices=("trio", "asyncio"))
     parser.add_argument("--out", type=Path, default=None, help="write distributed.json here")
     parser.add_argument(
@@ -751,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
                 stories=args.stories,
                 workers=workers,
                 latency_s=args.latency,
-                local=not args.no_local,
+                local_jobs=tuple(int(part) for part in args.local_jobs.split(",") if part),
             ),
             backend=args.backend,
         )

@@ -254,18 +254,23 @@ def test_distributed_bench_rows_get_speedup_ideal_and_overhead_over_local(
         "rows": [
             {"engine": "dbos", "workers": 1, "stories": 3, "wall_s": 90.0, "per_phase": phase(10, 1)},
             {"engine": "dbos", "workers": 4, "stories": 3, "wall_s": 45.0, "per_phase": phase(11, 1.5)},
-            {"engine": "local", "workers": 0, "stories": 3, "wall_s": 80.0, "per_phase": phase(9, 0.25)},
+            {"engine": "local", "workers": 0, "jobs": 1, "stories": 3, "wall_s": 80.0, "per_phase": phase(9, 0.25)},
+            {"engine": "local", "workers": 0, "jobs": 2, "stories": 3, "wall_s": 50.0, "per_phase": phase(9, 0.5)},
         ],
     }  # fmt: skip
     rows = bench.finish_rows(json.loads(json.dumps(result)))["rows"]
-    one, four, local = rows
+    one, four, local, local_two = rows
     assert (one["speedup"], one["ideal"], one["of_ideal"]) == (1.0, 1, 1.0)
     assert (four["speedup"], four["ideal"]) == (2.0, 3)  # 4 workers, 3 stories: ideal 3
     assert four["of_ideal"] == pytest.approx(2 / 3)
     assert one["engine_overhead_per_phase_s"] == 0.75
-    assert four["engine_overhead_per_phase_s"] == 1.25
+    assert four["engine_overhead_per_phase_s"] == 1.25  # no local run at jobs 4: over jobs 1
+    assert four["overhead_reference_local_jobs"] == 1
     assert "speedup" not in local
+    assert (local_two["speedup"], local_two["ideal"], local_two["of_ideal"]) == (1.6, 2, 0.8)
+    assert "engine_overhead_per_phase_s" not in local_two
     text = bench.table({**result, "rows": rows})
     assert "| dbos | 4 | 45 s |" in text
     assert "| 2.00x | 3 | 0.67 |" in text
-    assert "+1.25" in text
+    assert "+1.25 (jobs 1)" in text
+    assert "| local (jobs 2) | - | 50 s |" in text
