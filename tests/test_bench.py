@@ -194,3 +194,83 @@ def test_reading_bench_measures_a_tiny_project() -> None:
     assert figures["stories"] == 5
     assert {"epic_parse_ms", "story_files_find_and_parse_ms", "plan_ms"} <= set(figures)
     assert all(figures[key] > 0 for key in figures)
+
+
+def _distributed_bench(monkeypatch: pytest.MonkeyPatch) -> Any:
+    if not (ROOT / "bench" / "distributed.py").is_file():
+        pytest.skip("bench/ is not part of this checkout")
+    monkeypatch.syspath_prepend(str(ROOT))
+    return importlib.import_module("bench.distributed")
+
+
+def test_distributed_bench_cuts_a_story_at_its_session_phases(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bench = _distributed_bench(monkeypatch)
+
+    def ev(kind: str, ts: float, story: str = "1.1", **fields: Any) -> dict[str, Any]:
+        return {"type": kind, "ts": ts, "story_id": story, **fields}
+
+    events = [
+        {"type": "run_started", "ts": 0.0},
+        ev("story_started", 10.0),
+        ev("phase_started", 11.0, role="sm", cycle=1),
+        ev("session_finished", 14.5, role="sm", cycle=1, duration_s=3.0),
+        ev("phase_started", 15.0, role="dev", cycle=1),
+        ev("session_finished", 17.0, role="dev", cycle=1, duration_s=1.5),
+        ev("session_finished", 18.0, role="dev", cycle=1, duration_s=0.5),  # a retried session
+        ev("phase_started", 18.5, role="code", cycle=0),  # no session: folds into dev's
+        ev("story_finished", 19.0),
+        ev("story_started", 10.0, story="1.2"),  # never finished: no unit has an end
+        ev("phase_started", 11.0, story="1.2", role="sm", cycle=1),
+        ev("session_finished", 12.0, story="1.2", role="sm", cycle=1, duration_s=1.0),
+    ]
+    units = bench.session_units(events)
+    assert [(u["role"], u["sessions"]) for u in units] == [("sm", 1), ("dev", 2)]
+    assert [u["wall_s"] for u in units] == [5.0, 4.0]  # 10 -> 15, 15 -> 19
+    assert [u["overhead_s"] for u in units] == [2.0, 2.0]
+    figures = bench.per_phase(units)
+    assert figures["overhead_s"]["mean"] == 2.0
+    assert figures["wall_s"]["p90"] == pytest.approx(4.9)
+
+
+def test_distributed_bench_rows_get_speedup_ideal_and_overhead_over_local(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bench = _distributed_bench(monkeypatch)
+
+    def phase(wall: float, overhead: float) -> dict[str, Any]:
+        return {
+            "units": 3,
+            "wall_s": bench.stats([wall] * 3),
+            "session_s": bench.stats([wall - overhead] * 3),
+            "overhead_s": bench.stats([overhead] * 3),
+        }
+
+    result = {
+        "stories": 3,
+        "latency_s": 1.5,
+        "machine": {"nproc": 2, "loadavg_at_start": [1.0, 1.0, 1.0]},
+        "rows": [
+            {"engine": "dbos", "workers": 1, "stories": 3, "wall_s": 90.0, "per_phase": phase(10, 1)},
+            {"engine": "dbos", "workers": 4, "stories": 3, "wall_s": 45.0, "per_phase": phase(11, 1.5)},
+            {"engine": "local", "workers": 0, "jobs": 1, "stories": 3, "wall_s": 80.0, "per_phase": phase(9, 0.25)},
+            {"engine": "local", "workers": 0, "jobs": 2, "stories": 3, "wall_s": 50.0, "per_phase": phase(9, 0.5)},
+        ],
+    }  # fmt: skip
+    rows = bench.finish_rows(json.loads(json.dumps(result)))["rows"]
+    one, four, local, local_two = rows
+    assert (one["speedup"], one["ideal"], one["of_ideal"]) == (1.0, 1, 1.0)
+    assert (four["speedup"], four["ideal"]) == (2.0, 3)  # 4 workers, 3 stories: ideal 3
+    assert four["of_ideal"] == pytest.approx(2 / 3)
+    assert one["engine_overhead_per_phase_s"] == 0.75
+    assert four["engine_overhead_per_phase_s"] == 1.25  # no local run at jobs 4: over jobs 1
+    assert four["overhead_reference_local_jobs"] == 1
+    assert "speedup" not in local
+    assert (local_two["speedup"], local_two["ideal"], local_two["of_ideal"]) == (1.6, 2, 0.8)
+    assert "engine_overhead_per_phase_s" not in local_two
+    text = bench.table({**result, "rows": rows})
+    assert "| dbos | 4 | 45 s |" in text
+    assert "| 2.00x | 3 | 0.67 |" in text
+    assert "+1.25 (jobs 1)" in text
+    assert "| local (jobs 2) | - | 50 s |" in text
