@@ -66,6 +66,12 @@ class WorkerStopping(BaseException):
     recording anything, so the workflow stays PENDING and another worker takes it up."""
 
 
+class LeaseLost(GitError):
+    """Someone else pushed the story's branch while this phase ran: the same story cycle ran
+    twice at once (a worker declared dead was only slow, and its cycle was re-enqueued). The
+    phase's work here is dropped; the branch keeps the other's, and the cycle goes on from it."""
+
+
 class RemoteUnreachable(GitError):
     """This worker cannot fetch from or push to the shared remote: it hands its stories over to
     the other workers and stops (see ``_hand_over``)."""
@@ -359,7 +365,13 @@ class _Worker:
                 return {"report": None, "abort": str(exc), "progress": attrs.asdict(cycle.progress)}
             # What the code decided after the session (a status it wrote) goes with the phase.
             await _BranchCommits(run_id).commit(worktree, story, "decision", cycle.cycles)
-            head = await _push(worktree, branch, lease)
+            try:
+                head = await _push(worktree, branch, lease)
+            except LeaseLost as exc:
+                # Not an error of the story: the next step starts from the branch as the other
+                # execution left it (what to do next is read from the story file there).
+                log.warning("story %s: %s; this phase's work is dropped", story_id, exc)
+                return {"report": None, "progress": progress, "head": None}
         finally:
             files.close()
         await self._upload_transcripts(files, run_id, story_id, since=started)
@@ -469,16 +481,24 @@ class _BranchCommits:
 
 
 async def _push(worktree: Path, branch: str, lease: str) -> str:
-    """Push the story's branch; refused if someone else pushed it since we fetched ``lease``
-    (a worker thought dead that is still running): then this step fails, the branch keeps the
-    other's work."""
+    """Push the story's branch; :class:`LeaseLost` if someone else pushed it since we fetched
+    ``lease`` (the same story cycle running twice: a worker thought dead was only slow)."""
     head = (await _git.git("rev-parse", "HEAD", cwd=worktree)).stdout.strip()
-    if head != lease:
+    if head == lease:
+        return head
+    try:
         await _with_remote(
             "push", "--quiet", f"--force-with-lease=refs/heads/{branch}:{lease}",
             "origin", f"HEAD:refs/heads/{branch}",
             cwd=worktree,
         )  # fmt: skip
+    except RemoteUnreachable:
+        raise
+    except GitError as exc:
+        tip = await _git.git("ls-remote", "origin", f"refs/heads/{branch}", cwd=worktree)
+        if tip.stdout.split()[:1] != [lease]:
+            raise LeaseLost(f"{branch} moved on the remote while this phase ran") from exc
+        raise
     return head
 
 

@@ -85,7 +85,7 @@ async def test_a_worker_stopped_mid_session_leaves_its_story_to_another_without_
     scenario = Scenario(responders=(stall, BmadActor()), default=Reply.text("OK"))
     root = tmp_path / "workers"
     async with FakeAnthropicAPI(scenario) as api:
-        first = Worker("w1", root, pg_database, remote, api.env())
+        first = Worker("w1", root, pg_database, remote, api.env(), dead_after_s=3.0)
         cluster.callback(first.close)
         pool = [first]
 
@@ -97,7 +97,7 @@ async def test_a_worker_stopped_mid_session_leaves_its_story_to_another_without_
                 first.kill()
             else:
                 assert await anyio.to_thread.run_sync(first.interrupt) == 130
-            second = Worker("w2", root, pg_database, remote, api.env())
+            second = Worker("w2", root, pg_database, remote, api.env(), dead_after_s=3.0)
             cluster.callback(second.close)
             pool.append(second)
 
@@ -145,7 +145,7 @@ async def test_a_worker_that_cannot_reach_the_remote_hands_its_story_to_another(
     link.symlink_to(remote)
     root = tmp_path / "workers"
     async with FakeAnthropicAPI(bmad_actor_scenario()) as api:
-        cut_off = Worker("w1", root, pg_database, link, api.env())
+        cut_off = Worker("w1", root, pg_database, link, api.env(), dead_after_s=3.0)
         cluster.callback(cut_off.close)
         await wait_until_serving(cut_off)
         link.unlink()
@@ -153,7 +153,7 @@ async def test_a_worker_that_cannot_reach_the_remote_hands_its_story_to_another(
 
         async def start_another_once_w1_gave_up() -> None:
             await anyio.to_thread.run_sync(cut_off.process.wait)
-            other = Worker("w2", root, pg_database, remote, api.env())
+            other = Worker("w2", root, pg_database, remote, api.env(), dead_after_s=3.0)
             cluster.callback(other.close)
             pool.append(other)
 
@@ -172,3 +172,63 @@ async def test_a_worker_that_cannot_reach_the_remote_hands_its_story_to_another(
     moved = [e for e in events_of(project, report.run_id) if e["type"] == "story_moved"]
     assert [(e["story_id"], e["worker"]) for e in moved] == [("1.1", "w1")], moved
     assert "cannot reach the shared remote" in str(moved[0]["reason"])
+
+
+@attrs.define
+class PushBehindTheWorkersBack:
+    """At the first Dev request, a commit lands on the story's branch on the remote, as when the
+    same story cycle runs twice at once (a worker declared dead that was only slow)."""
+
+    remote: Path
+    clone: Path
+    done: list[str] = attrs.field(factory=list[str])
+
+    def __call__(self, request: ApiRequest) -> Reply | Fault | None:
+        contexts = (parse_context(text) for text in request.user_texts())
+        ctx = next((c for c in contexts if c is not None), None)
+        if ctx is None or ctx.role != "dev" or self.done:
+            return None
+        branch = "bmad/epic-1-story-1.1"
+        git(self.clone.parent, "clone", "-q", "-b", branch, str(self.remote), str(self.clone))
+        (self.clone / "NOTES.md").write_text("pushed by the other execution\n")
+        git(self.clone, "add", "-A")
+        git(self.clone, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "other")
+        git(self.clone, "push", "-q", "origin", f"HEAD:refs/heads/{branch}")
+        self.done.append(git(self.clone, "rev-parse", "HEAD"))
+        return None
+
+
+async def test_a_phase_whose_branch_moved_meanwhile_is_dropped_and_the_cycle_goes_on(
+    tmp_path: Path, pg_database: str, cluster: ExitStack
+) -> None:
+    project, epic, remote = project_with_remote(tmp_path, stories=1)
+    start = git(project, "rev-parse", "HEAD")
+    config = RunConfig(
+        epic=epic,
+        project=project,
+        skip_gates=True,
+        finish="branch",
+        engine="dbos",
+        database=pg_database,
+        session_timeout=180.0,
+        idle_timeout=120.0,
+    )
+    other = PushBehindTheWorkersBack(remote, tmp_path / "other")
+    scenario = Scenario(responders=(other, BmadActor()), default=Reply.text("OK"))
+    async with FakeAnthropicAPI(scenario) as api:
+        worker = Worker("w1", tmp_path / "workers", pg_database, remote, api.env())
+        cluster.callback(worker.close)
+        async with ClaudeAgentRunner(env=api.env()) as runner, anyio.create_task_group() as tg:
+            tg.start_soon(fail_if_a_worker_dies, [worker])
+            with anyio.fail_after(HANG_LIMIT_S):
+                report = await run_epic(config, runner=runner)
+            tg.cancel_scope.cancel(reason="the run is over")
+        assert report.status == "done", (report.failure_reason, worker.output()[-3000:])
+        assert worker.interrupt() == 130
+
+    # The Dev phase that ran while the branch moved was dropped (its push refused), and Dev ran
+    # again on top of the other commit: one Dev commit on the branch, the other's kept.
+    assert "moved on the remote while this phase ran" in worker.output()
+    branch = "bmad/epic-1-story-1.1"
+    assert other.done[0] in git(remote, "rev-list", branch)
+    assert _roles(remote, start, branch) == ["dev", "qa", "sm"]
