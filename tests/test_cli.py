@@ -253,6 +253,25 @@ def test_debug_shows_the_traceback(demo_dir: Path) -> None:
     assert "bogus" in done.stderr
 
 
+def test_the_dbos_engine_without_its_database_exits_2_before_anything_is_written(
+    demo_dir: Path,
+) -> None:
+    before = tree(demo_dir)
+    done = cli(
+        ["run", DEMO_EPIC, "--project", str(demo_dir), "--engine", "dbos"],
+        env=clean_env(ANTHROPIC_API_KEY="sk-test-unused"),
+    )
+    line = assert_one_line_error(done, 2)
+    assert "--database" in line
+    assert not (demo_dir / ".bmad-trio").exists()
+    assert tree(demo_dir) == before
+
+
+def test_a_worker_with_a_bad_jobs_count_exits_2() -> None:
+    done = cli(["worker", "--database", "postgresql://x/y", "--repo", "/r", "--jobs", "0"])
+    assert_one_line_error(done, 2)
+
+
 def test_plan_missing_epic_exits_2(demo_dir: Path) -> None:
     done = cli(["plan", "docs/prd/no-such-epic.md", "--project", str(demo_dir)])
     line = assert_one_line_error(done, 2)
