@@ -36,7 +36,7 @@ from bmad_trio._agents._sandbox import (
 )
 from bmad_trio._config import load_config
 from bmad_trio._state._paths import run_dir
-from bmad_trio._workflow import _run
+from bmad_trio._workflow import _prepare
 from bmad_trio.testing import MockAgentRunner
 
 WORKS = SandboxProbe(available=True, detail="bubblewrap and socat work")
@@ -251,7 +251,7 @@ def test_the_login_is_copied_private_only_without_a_credential_variable(
 async def test_a_run_gives_each_role_its_area_and_reports_refusals(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_run, "probe_sandbox", lambda: WORKS)
+    monkeypatch.setattr(_prepare, "probe_sandbox", lambda: WORKS)
     project = init_repository(make_project(tmp_path))
 
     def refused(spec: SessionSpec) -> list[AgentMessage]:
@@ -294,7 +294,7 @@ async def test_a_run_gives_each_role_its_area_and_reports_refusals(
 async def test_auto_without_a_sandbox_warns_and_required_refuses_to_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_run, "probe_sandbox", lambda: MISSING)
+    monkeypatch.setattr(_prepare, "probe_sandbox", lambda: MISSING)
     project = init_repository(make_project(tmp_path))
     runner = MockAgentRunner(DiskAgent().handle)
     config = RunConfig(

@@ -303,7 +303,7 @@ def _preflight(config: RunConfig, env: dict[str, str]) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .._workflow._run import prepare_run
+    from .._workflow._prepare import prepare_run
 
     config = _load(args, epic=args.epic)
     prepare_run(config)  # bad input is exit 2 before the preflight's exit 3
@@ -366,7 +366,7 @@ def _stored_config(project: Path, run_id: str | None) -> RunConfig | None:
 
     from .._state._paths import state_db_path
     from .._state._store import open_store
-    from .._workflow._run import config_from_json
+    from .._workflow._prepare import config_from_json
 
     if not state_db_path(project).is_file():
         return None

@@ -26,9 +26,9 @@ from .._config import RunConfig
 from .._errors import ProjectError
 from .._git import story_branch_name
 from .._state._paths import state_dir
+from .._workflow._prepare import prepare_run
 from .._workflow._prompts import rel
 from .._workflow._quality_gate_detection import quality_gate_rows
-from .._workflow._run import prepare_run
 from .._workflow._story_order import run_order
 from .._workflow._workspace import GitRecord, read_record
 

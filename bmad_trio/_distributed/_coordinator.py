@@ -31,7 +31,7 @@ from .._converter import event_from_json, make_converter
 from .._errors import ConfigError, RunAbort
 from .._events import Event, PhaseFinished, PhaseStarted, SessionFinished, StoryStatusChanged
 from .._state._run_files import RunFiles
-from .._workflow._run import config_to_json
+from .._workflow._prepare import config_to_json
 from .._workflow._run_services import RunServices, StoryReport, story_report
 from .._workflow._workspace import StoryPlace
 from ._engine import EngineClient

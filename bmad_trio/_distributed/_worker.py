@@ -44,7 +44,7 @@ from .._state._paths import safe_name
 from .._state._redact import Redactor
 from .._state._run_files import RunFiles
 from .._state._store import Store
-from .._workflow._run import config_from_json, prepare_run, run_sandbox_for
+from .._workflow._prepare import config_from_json, prepare_run, run_sandbox_for
 from .._workflow._run_services import RunServices
 from .._workflow._story_cycle import CycleProgress, StoryCycle
 from .._workflow._workspace import StoryPlace

@@ -96,7 +96,9 @@ def test_spelled_words_read_back(status: StoryStatus, family: SpellingFamily) ->
 # --- round trip through a file ------------------------------------------------------------------
 
 _SAFE_PREFIX = st.text(
-    alphabet=st.characters(blacklist_characters="#:`~\r\n", blacklist_categories=("Cs",)),
+    # No "<" either: a line such as "<!A" or "<script" opens an HTML block that, in CommonMark
+    # (and so in every Markdown reader), runs on over the Status heading and hides it.
+    alphabet=st.characters(blacklist_characters="#:`~<\r\n", blacklist_categories=("Cs",)),
     max_size=40,
 )
 _HEADING_WORDS = [
