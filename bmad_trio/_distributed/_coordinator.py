@@ -17,7 +17,7 @@ import functools
 import json
 import logging
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import anyio
 import attrs
@@ -34,7 +34,7 @@ from .._state._run_files import RunFiles
 from .._workflow._prepare import config_to_json
 from .._workflow._run_services import RunServices, StoryReport, story_report
 from .._workflow._workspace import StoryPlace
-from ._engine import EngineClient
+from ._engine import CycleOutcome, EngineClient
 from ._shared import SharedState, call_retrying
 
 __all__ = ["RemoteCycles", "open_remote_cycles"]
@@ -87,40 +87,75 @@ class RemoteCycles:
         assert place.worktree is not None
         assert place.branch is not None
         run_id, story_id = services.run_id, story.story_id
-        config = services.config
         await self._publish(place.worktree, place.branch)
-        project_top = Path(
-            (await _git.git("rev-parse", "--show-toplevel", cwd=place.worktree)).stdout.strip()
+        job = await self._job(services, story, place)
+        if not self._opened:  # before the run's first cycle
+            await self._open(services)
+        workflow_id, where = f"{run_id}/{story_id}", f"story {story_id}"
+        await call_retrying(functools.partial(self._client.enqueue, workflow_id, job), log, where)
+        outcome = await self._follow(services, story_id, workflow_id)
+        await self._fetch_transcripts(run_id, story_id, where)
+        store = services.store
+        if outcome.output is not None and outcome.output.get("abort"):
+            # Budget spent or credentials refused on the worker: the whole run stops, as here.
+            raise RunAbort(str(outcome.output["abort"]))
+        if outcome.state == "failed" or outcome.output is None:
+            reason = f"the story cycle failed on a worker: {outcome.error}"
+            row = await store.update_story(
+                run_id, story_id, status="failed", phase=None, failure_reason=reason
+            )
+            return story_report(row, story.title, failure_reason=reason)
+        # The story's branch as the worker left it: the lane lands this.
+        remote = services.config.remote
+        worktree = place.worktree
+        await _git.git("fetch", "--quiet", remote, f"refs/heads/{place.branch}", cwd=worktree)
+        await _git.git("reset", "--quiet", "--hard", "FETCH_HEAD", cwd=worktree)
+        report = self._converter.structure(outcome.output["report"], StoryReport)
+        row = await store.update_story(
+            run_id,
+            story_id,
+            status=report.status,
+            phase=None,
+            cycles=report.cycles,
+            failure_reason=report.failure_reason,
         )
-        job = {
-            "run_id": run_id,
-            "story_id": story_id,
+        return story_report(row, story.title, failure_reason=report.failure_reason)
+
+    async def _job(
+        self, services: RunServices, story: EpicStory, place: StoryPlace
+    ) -> dict[str, Any]:
+        """What a worker needs to run the story's cycle: where, on which branch, with which
+        settings (the run's, without the database URL: workers have their own)."""
+        assert place.worktree is not None
+        top = await _git.git("rev-parse", "--show-toplevel", cwd=place.worktree)
+        project_top = Path(top.stdout.strip())
+        return {
+            "run_id": services.run_id,
+            "story_id": story.story_id,
             "branch": place.branch,
             "project_rel": place.layout.project.relative_to(project_top).as_posix(),
             "epic_rel": place.epic.path.relative_to(project_top).as_posix(),
-            "config": config_to_json(attrs.evolve(config, database=None)),
+            "config": config_to_json(attrs.evolve(services.config, database=None)),
         }
-        if (
-            not self._opened
-        ):  # the tables, the run's shared budget and pause: before its first cycle
-            await call_retrying(self._client.migrate, log, "the engine's tables")
-            await call_retrying(self._shared.create, log, "bmad-trio's tables")
-            cap, jobs, spent = (
-                config.budget_usd,
-                services.budget.jobs,
-                await services.store.run_cost(run_id),
-            )
-            await call_retrying(
-                functools.partial(self._shared.open_run, run_id, cap, spent, jobs),
-                log,
-                "opening the run",
-            )
-            self._opened = True
-        workflow_id = f"{run_id}/{story_id}"
-        where = f"story {story_id}"
-        await call_retrying(functools.partial(self._client.enqueue, workflow_id, job), log, where)
+
+    async def _open(self, services: RunServices) -> None:
+        """The engine's tables and ours, and the run's shared budget and pause."""
+        await call_retrying(self._client.migrate, log, "the engine's tables")
+        await call_retrying(self._shared.create, log, "bmad-trio's tables")
+        run_id = services.run_id
+        spent = await services.store.run_cost(run_id)
+        opening = functools.partial(
+            self._shared.open_run, run_id, services.config.budget_usd, spent, services.budget.jobs
+        )
+        await call_retrying(opening, log, "opening the run")
+        self._opened = True
+
+    async def _follow(self, services: RunServices, story_id: str, workflow_id: str) -> CycleOutcome:
+        """Relay the story's events until its workflow has ended; its outcome."""
+        run_id, where = services.run_id, f"story {story_id}"
         queued_by, warned = anyio.current_time() + _NO_WORKER_S, False
         while True:
+            # The outcome first, then the events: once it has ended, every event is in.
             outcome = await call_retrying(
                 functools.partial(self._client.outcome, workflow_id), log, where
             )
@@ -134,40 +169,13 @@ class RemoteCycles:
                 await services.emit(event)
                 self._relayed[story_id] = event_id
             if rows:
-                await anyio.to_thread.run_sync(
-                    _write_relayed, self._relayed_path, dict(self._relayed)
-                )
+                relayed = dict(self._relayed)
+                await anyio.to_thread.run_sync(_write_relayed, self._relayed_path, relayed)
             if outcome.state in ("succeeded", "failed"):
-                break
+                return outcome
             if outcome.state == "queued" and not warned and anyio.current_time() > queued_by:
                 warned = await self._warn_without_workers(where)
             await anyio.sleep(_POLL_S)
-        await self._fetch_transcripts(run_id, story_id, where)
-        store = services.store
-        if outcome.output is not None and outcome.output.get("abort"):
-            # Budget spent or credentials refused on the worker: the whole run stops, as here.
-            raise RunAbort(str(outcome.output["abort"]))
-        if outcome.state == "failed" or outcome.output is None:
-            reason = f"the story cycle failed on a worker: {outcome.error}"
-            row = await store.update_story(
-                run_id, story_id, status="failed", phase=None, failure_reason=reason
-            )
-            return story_report(row, story.title, failure_reason=reason)
-        # The story's branch as the worker left it: the lane lands this.
-        await _git.git(
-            "fetch", "--quiet", config.remote, f"refs/heads/{place.branch}", cwd=place.worktree
-        )
-        await _git.git("reset", "--quiet", "--hard", "FETCH_HEAD", cwd=place.worktree)
-        report = self._converter.structure(outcome.output["report"], StoryReport)
-        row = await store.update_story(
-            run_id,
-            story_id,
-            status=report.status,
-            phase=None,
-            cycles=report.cycles,
-            failure_reason=report.failure_reason,
-        )
-        return story_report(row, story.title, failure_reason=report.failure_reason)
 
     async def _warn_without_workers(self, where: str) -> bool:
         """Say so when a story waits in the queue and no worker is alive to take it (a run started

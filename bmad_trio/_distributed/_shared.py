@@ -103,6 +103,7 @@ _TRANSCRIPTS = sa.Table(
     sa.Column("text", sa.Text, nullable=False),
 )
 _SESSION_FINISHED = "session_finished"
+_SCHEMA_LOCK = 0x626D61645F747269  # "bmad_tri": the advisory lock that serialises create()
 
 
 @attrs.frozen
@@ -132,7 +133,13 @@ class SharedState:
         self._engine = sa.create_engine(engine_url(url), pool_pre_ping=True, pool_size=2)
 
     def create(self) -> None:
-        _METADATA.create_all(self._engine, checkfirst=True)
+        """Create our tables where missing. Workers and the coordinator all do at start, maybe at
+        the same moment: ``checkfirst`` alone is a race (both see no table, the second CREATE
+        fails), so on PostgreSQL they take turns under a transaction-scoped advisory lock."""
+        with self._engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            _METADATA.create_all(conn, checkfirst=True)
 
     def dispose(self) -> None:
         self._engine.dispose()

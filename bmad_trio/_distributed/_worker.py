@@ -44,7 +44,7 @@ from .._state._paths import safe_name
 from .._state._redact import Redactor
 from .._state._run_files import RunFiles
 from .._state._store import Store
-from .._workflow._prepare import config_from_json, prepare_run, run_sandbox_for
+from .._workflow._prepare import PreparedRun, config_from_json, prepare_run, run_sandbox_for
 from .._workflow._run_services import RunServices
 from .._workflow._story_cycle import CycleProgress, StoryCycle
 from .._workflow._workspace import StoryPlace
@@ -303,84 +303,94 @@ class _Worker:
     # -- one phase, on the event loop --------------------------------------------------------------
 
     async def _run_phase(self, job: dict[str, Any], progress: dict[str, Any]) -> dict[str, Any]:
+        """One phase of the job's story, from its branch's tip on the remote to the phase commit
+        pushed there; the step's output (see :func:`_output`). Cancellation: kills the session;
+        nothing is pushed, and the next step starts from the same tip."""
         run_id, story_id, branch = job["run_id"], job["story_id"], job["branch"]
         worktree, lease = await self._story_tree(run_id, story_id, branch)
-        stored = config_from_json(job["config"])
-        config: RunConfig = attrs.evolve(
-            stored,
-            engine="local",  # this worker runs the cycle itself
-            project=worktree / job["project_rel"],
-            epic=worktree / job["epic_rel"],
-            cli_path=self.settings.cli_path,
-            progress="plain",
-        )
-        prepared = await anyio.to_thread.run_sync(prepare_run, config)
+        prepared = await self._prepare(job, worktree)
         story = _find(prepared.stories, story_id)
-        store = self._store
-        assert store is not None
-        assert self._runner is not None
-        await _ensure_run_rows(store, run_id, prepared.epic.path, story)
-        sandbox, warning = await run_sandbox_for(config)
-        if warning:
-            log.warning("%s", warning)
         files = RunFiles(self.settings.workdir, run_id, self._redactor)
         started = time.time()
         try:
-
-            async def emit(event: Event) -> None:
-                files.write_event(event)
-                body = event_to_json(self._converter, event)
-                add = functools.partial(
-                    self._shared.add_event, run_id, story_id, self.executor_id, body
-                )
-                await call_retrying(add, log, f"story {story_id}: an event")
-
-            services = RunServices(
-                config=prepared.config,
-                layout=prepared.layout,
-                epic=prepared.epic,
-                runner=self._runner,
-                store=store,
-                files=files,
-                run_id=run_id,
-                emit=emit,
-                budget=SharedBudget(
-                    self._shared, run_id, story_id, self.executor_id, config.budget_usd
-                ),
-                pause=SharedPauseGate(self._shared, run_id, emit),
-                api_backoff_s=config.rate_limit_backoff,
-                sandbox=sandbox,
-            )
+            services = await self._services(prepared, run_id, story, files)
             place = StoryPlace(prepared.layout, prepared.epic, branch=branch, worktree=worktree)
+            commits = _BranchCommits(run_id)
             cycle = StoryCycle(
                 services,
                 story,
-                workspace=_BranchCommits(run_id),
+                workspace=commits,
                 place=place,
                 progress=CycleProgress(**progress),
             )
             try:
                 report = await cycle.run_phases(1)
             except RunAbort as exc:  # budget spent, credentials refused: the run stops
-                return {"report": None, "abort": str(exc), "progress": attrs.asdict(cycle.progress)}
+                return _output(cycle.progress, abort=str(exc))
             # What the code decided after the session (a status it wrote) goes with the phase.
-            await _BranchCommits(run_id).commit(worktree, story, "decision", cycle.cycles)
+            await commits.commit(worktree, story, "decision", cycle.cycles)
             try:
-                head = await _push(worktree, branch, lease)
+                await _push(worktree, branch, lease)
             except LeaseLost as exc:
                 # Not an error of the story: the next step starts from the branch as the other
                 # execution left it (what to do next is read from the story file there).
                 log.warning("story %s: %s; this phase's work is dropped", story_id, exc)
-                return {"report": None, "progress": progress, "head": None}
+                return _output(CycleProgress(**progress))
         finally:
             files.close()
         await self._upload_transcripts(files, run_id, story_id, since=started)
-        return {
-            "report": None if report is None else self._converter.unstructure(report),
-            "progress": attrs.asdict(cycle.progress),
-            "head": head,
-            "worker": self.executor_id,
-        }
+        ended = None if report is None else self._converter.unstructure(report)
+        return _output(cycle.progress, report=ended)
+
+    async def _prepare(self, job: dict[str, Any], worktree: Path) -> PreparedRun:
+        """The run's settings (as the coordinator stored them) and project, in our worktree."""
+        config: RunConfig = attrs.evolve(
+            config_from_json(job["config"]),
+            engine="local",  # this worker runs the cycle itself
+            project=worktree / job["project_rel"],
+            epic=worktree / job["epic_rel"],
+            cli_path=self.settings.cli_path,
+            progress="plain",
+        )
+        return await anyio.to_thread.run_sync(prepare_run, config)
+
+    async def _services(
+        self, prepared: PreparedRun, run_id: str, story: EpicStory, files: RunFiles
+    ) -> RunServices:
+        """What the story's cycle uses here: our store and runner, the run's shared budget and
+        pause, and events that go to the coordinator through the database."""
+        store, runner = self._store, self._runner
+        assert store is not None
+        assert runner is not None
+        story_id, config = story.story_id, prepared.config
+        await _ensure_run_rows(store, run_id, prepared.epic.path, story)
+        sandbox, warning = await run_sandbox_for(config)
+        if warning:
+            log.warning("%s", warning)
+
+        async def emit(event: Event) -> None:
+            files.write_event(event)
+            body = event_to_json(self._converter, event)
+            add = functools.partial(
+                self._shared.add_event, run_id, story_id, self.executor_id, body
+            )
+            await call_retrying(add, log, f"story {story_id}: an event")
+
+        budget = SharedBudget(self._shared, run_id, story_id, self.executor_id, config.budget_usd)
+        return RunServices(
+            config=config,
+            layout=prepared.layout,
+            epic=prepared.epic,
+            runner=runner,
+            store=store,
+            files=files,
+            run_id=run_id,
+            emit=emit,
+            budget=budget,
+            pause=SharedPauseGate(self._shared, run_id, emit),
+            api_backoff_s=config.rate_limit_backoff,
+            sandbox=sandbox,
+        )
 
     async def _upload_transcripts(
         self, files: RunFiles, run_id: str, story_id: str, *, since: float
@@ -480,12 +490,12 @@ class _BranchCommits:
         )
 
 
-async def _push(worktree: Path, branch: str, lease: str) -> str:
+async def _push(worktree: Path, branch: str, lease: str) -> None:
     """Push the story's branch; :class:`LeaseLost` if someone else pushed it since we fetched
     ``lease`` (the same story cycle running twice: a worker thought dead was only slow)."""
     head = (await _git.git("rev-parse", "HEAD", cwd=worktree)).stdout.strip()
     if head == lease:
-        return head
+        return  # the phase changed nothing
     try:
         await _with_remote(
             "push", "--quiet", f"--force-with-lease=refs/heads/{branch}:{lease}",
@@ -499,7 +509,6 @@ async def _push(worktree: Path, branch: str, lease: str) -> str:
         if tip.stdout.split()[:1] != [lease]:
             raise LeaseLost(f"{branch} moved on the remote while this phase ran") from exc
         raise
-    return head
 
 
 async def _with_remote(*args: str, cwd: Path) -> None:
@@ -529,6 +538,14 @@ async def _ensure_run_rows(store: Store, run_id: str, epic: Path, story: EpicSto
         await store.upsert_story(
             run_id, story.story_id, title=story.title, position=0, status="draft"
         )
+
+
+def _output(
+    progress: CycleProgress, *, report: dict[str, Any] | None = None, abort: str | None = None
+) -> dict[str, Any]:
+    """A step's output, as DBOS checkpoints it: the cycle's counts, and how the story ended
+    (``report``) or why the run must stop (``abort``), or neither (the next phase comes)."""
+    return {"report": report, "abort": abort, "progress": attrs.asdict(progress)}
 
 
 def _find(stories: tuple[EpicStory, ...], story_id: str) -> EpicStory:

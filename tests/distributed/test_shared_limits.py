@@ -3,6 +3,7 @@ each object below stands for one worker's story)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -100,3 +101,26 @@ async def test_a_pause_met_on_one_worker_holds_the_others(shared: SharedState) -
     assert kinds.count(RunResumed) == 2
     paused = [e for e in events if isinstance(e, RunPaused)]
     assert all(e.reason == "rate_limit: 429" for e in paused)
+
+
+def test_workers_starting_at_once_create_the_tables_once(pg_database: str) -> None:
+    """Every worker and the coordinator create the tables at start, maybe at the same moment."""
+    states = [SharedState(pg_database) for _ in range(6)]
+    start = threading.Barrier(len(states))
+    errors: list[Exception] = []
+
+    def create(state: SharedState) -> None:
+        start.wait()
+        try:
+            state.create()
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(state,)) for state in states]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for state in states:
+        state.dispose()
+    assert errors == []
