@@ -28,7 +28,7 @@ from .._bmad import EpicStory
 from .._bmad._textio import write_text_atomic
 from .._config import RunConfig
 from .._converter import event_from_json, make_converter
-from .._errors import ConfigError, RunAbort
+from .._errors import ConfigError, GitError, RunAbort
 from .._events import Event, PhaseFinished, PhaseStarted, SessionFinished, StoryStatusChanged
 from .._state._run_files import RunFiles
 from .._workflow._prepare import config_to_json
@@ -220,7 +220,7 @@ class RemoteCycles:
             "merge-base", "--is-ancestor", "HEAD", "FETCH_HEAD", cwd=worktree, check=False
         )
         if ours.returncode != 0:
-            raise _git_error(f"{remote} has a branch {branch} that did not grow from this run's")
+            raise GitError(f"{remote} has a branch {branch} that did not grow from this run's")
         await _git.git("reset", "--quiet", "--hard", "FETCH_HEAD", cwd=worktree)
 
     async def _mirror(self, services: RunServices, event: Event, event_id: int) -> None:
@@ -266,12 +266,6 @@ class RemoteCycles:
             )
         elif isinstance(event, StoryStatusChanged):
             await store.update_story(run_id, event.story_id, status=event.new)
-
-
-def _git_error(message: str) -> Exception:
-    from .._errors import GitError
-
-    return GitError(message)
 
 
 def _read_relayed(path: Path) -> dict[str, int]:

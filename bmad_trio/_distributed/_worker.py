@@ -38,7 +38,7 @@ from .._agents._runner import AgentRunner
 from .._bmad import EpicStory
 from .._config import RunConfig
 from .._converter import event_to_json, make_converter
-from .._errors import ConfigError, GitError, RunAbort
+from .._errors import ConfigError, GitError, RunAbort, StateError
 from .._events import Event, StoryMoved
 from .._state._paths import safe_name
 from .._state._redact import Redactor
@@ -47,7 +47,7 @@ from .._state._store import Store
 from .._workflow._prepare import PreparedRun, config_from_json, prepare_run, run_sandbox_for
 from .._workflow._run_services import RunServices
 from .._workflow._story_cycle import CycleProgress, StoryCycle
-from .._workflow._workspace import StoryPlace
+from .._workflow._workspace import StoryPlace, phase_trailers
 from ._engine import APP_VERSION, QUEUE_NAME, WORKFLOW_NAME
 from ._run_limits import SharedBudget, SharedPauseGate
 from ._shared import DATABASE_ERRORS, SharedState, call_retrying
@@ -478,13 +478,7 @@ class _BranchCommits:
         role: str = "code",
         cost_usd: float = 0.0,
     ) -> str | None:
-        trailers = {
-            "Bmad-Story": story.story_id,
-            "Bmad-Role": role,
-            "Bmad-Cycle": str(cycle),
-            "Bmad-Run": self.run_id,
-            "Bmad-Cost-USD": f"{cost_usd:.4f}",
-        }
+        trailers = phase_trailers(self.run_id, story, role=role, cycle=cycle, cost_usd=cost_usd)
         return await _git.commit_phase(
             worktree, message=f"{story.story_id} {role}: {what}", trailers=trailers
         )
@@ -526,8 +520,6 @@ async def _with_remote(*args: str, cwd: Path) -> None:
 
 async def _ensure_run_rows(store: Store, run_id: str, epic: Path, story: EpicStory) -> None:
     """This worker's store records the run and story, so the story cycle's records have a home."""
-    from .._errors import StateError
-
     try:
         await store.get_run(run_id)
     except StateError:

@@ -410,13 +410,7 @@ class GitWorkspace:
     def _trailers(
         self, story: EpicStory, *, role: str, cycle: int, cost_usd: float
     ) -> dict[str, str]:
-        return {
-            "Bmad-Story": story.story_id,
-            "Bmad-Role": role,
-            "Bmad-Cycle": str(cycle),
-            "Bmad-Run": self.run_id,
-            "Bmad-Cost-USD": f"{cost_usd:.4f}",
-        }
+        return phase_trailers(self.run_id, story, role=role, cycle=cycle, cost_usd=cost_usd)
 
     def _sprint_rel(self) -> str | None:
         path = self.layout.sprint_status_path
@@ -456,6 +450,19 @@ class GitWorkspace:
             message=f"{story.story_id}: sprint status done",
             trailers={"Bmad-Story": story.story_id, "Bmad-Run": self.run_id, "Bmad-Role": "merge"},
         )
+
+
+def phase_trailers(
+    run_id: str, story: EpicStory, *, role: str, cycle: int, cost_usd: float
+) -> dict[str, str]:
+    """The trailers of a story's commits (phase commits here and on workers, landings)."""
+    return {
+        "Bmad-Story": story.story_id,
+        "Bmad-Role": role,
+        "Bmad-Cycle": str(cycle),
+        "Bmad-Run": run_id,
+        "Bmad-Cost-USD": f"{cost_usd:.4f}",
+    }
 
 
 async def _announce(
