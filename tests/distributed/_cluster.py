@@ -10,6 +10,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from bmad_trio import RunConfig
+
 IDENTITY = ("-c", "user.name=test", "-c", "user.email=test@example.invalid")
 
 
@@ -36,6 +38,25 @@ def project_with_remote(root: Path, stories: int) -> tuple[Path, Path, Path]:
     git(root, "clone", "-q", "--bare", str(project), str(remote))
     git(project, "remote", "add", "origin", str(remote))
     return project, epic, remote
+
+
+def engine_config(project: Path, epic: Path, database: str, **changes: object) -> RunConfig:
+    """A run on the DBOS engine in ``database``: no gates, its branch left as it is, generous
+    session deadlines (a loaded machine); ``changes`` on top."""
+    settings: dict[str, object] = {
+        "skip_gates": True,
+        "finish": "branch",
+        "session_timeout": 180.0,
+        "idle_timeout": 120.0,
+        **changes,
+    }
+    return RunConfig(
+        epic=epic,
+        project=project,
+        engine="dbos",
+        database=database,
+        **settings,  # pyright: ignore[reportArgumentType]
+    )
 
 
 class Worker:

@@ -15,11 +15,18 @@ from pathlib import Path
 import anyio
 import attrs
 import pytest
-from _cluster import Worker, events_of, fail_if_a_worker_dies, git, project_with_remote
+from _cluster import (
+    Worker,
+    engine_config,
+    events_of,
+    fail_if_a_worker_dies,
+    git,
+    project_with_remote,
+)
 from _postgres import PostgresServer
 from anyio.streams.text import TextReceiveStream
 
-from bmad_trio import ClaudeAgentRunner, RunConfig, run_epic
+from bmad_trio import ClaudeAgentRunner, run_epic
 from bmad_trio._distributed._shared import SharedState
 from bmad_trio._state._store import Store
 from bmad_trio.testing import (
@@ -145,17 +152,7 @@ async def test_the_database_restarting_mid_run_is_waited_out(
 ) -> None:
     project, epic, remote = project_with_remote(tmp_path, stories=STORIES)
     start = git(project, "rev-parse", "HEAD")
-    config = RunConfig(
-        epic=epic,
-        project=project,
-        jobs=2,
-        skip_gates=True,
-        finish="branch",
-        engine="dbos",
-        database=pg_database,
-        session_timeout=180.0,
-        idle_timeout=120.0,
-    )
+    config = engine_config(project, epic, pg_database, jobs=2)
     signal = FirstRequestOf("dev")
     scenario = Scenario(responders=(signal, BmadActor()), default=Reply.text("OK"))
     async with FakeAnthropicAPI(scenario) as api:

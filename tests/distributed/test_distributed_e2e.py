@@ -10,9 +10,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _cluster import Worker, fail_if_a_worker_dies, git, project_with_remote
+from _cluster import Worker, engine_config, fail_if_a_worker_dies, git, project_with_remote
 
-from bmad_trio import ClaudeAgentRunner, RunConfig, run_epic
+from bmad_trio import ClaudeAgentRunner, run_epic
 from bmad_trio._state._store import Store
 from bmad_trio.testing import FakeAnthropicAPI, bmad_actor_scenario
 
@@ -31,17 +31,7 @@ async def test_two_workers_run_an_epic_and_the_coordinator_lands_it(
     """The coordinator on this test's backend, and so are the workers' event loops."""
     project, epic, remote = project_with_remote(tmp_path, stories=4)
     start = git(project, "rev-parse", "HEAD")
-    config = RunConfig(
-        epic=epic,
-        project=project,
-        jobs=4,
-        skip_gates=True,
-        finish="branch",
-        engine="dbos",
-        database=pg_database,
-        session_timeout=180.0,
-        idle_timeout=120.0,
-    )
+    config = engine_config(project, epic, pg_database, jobs=4)
     async with FakeAnthropicAPI(bmad_actor_scenario()) as api:
         pool = [
             Worker(
@@ -95,18 +85,7 @@ async def test_the_budget_holds_across_workers(
     workers reserve their sessions' shares from one budget in the database, so the run stops
     once $0.60 is spent, all workers together."""
     project, epic, remote = project_with_remote(tmp_path, stories=4)
-    config = RunConfig(
-        epic=epic,
-        project=project,
-        jobs=4,
-        skip_gates=True,
-        finish="branch",
-        engine="dbos",
-        database=pg_database,
-        budget_usd=0.6,
-        session_timeout=180.0,
-        idle_timeout=120.0,
-    )
+    config = engine_config(project, epic, pg_database, jobs=4, budget_usd=0.6)
     async with FakeAnthropicAPI(bmad_actor_scenario()) as api:
         pool = [
             Worker(name, tmp_path / "workers", pg_database, remote, api.env())

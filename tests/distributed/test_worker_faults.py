@@ -12,6 +12,7 @@ import attrs
 import pytest
 from _cluster import (
     Worker,
+    engine_config,
     events_of,
     fail_if_a_worker_dies,
     git,
@@ -19,7 +20,7 @@ from _cluster import (
     wait_until_serving,
 )
 
-from bmad_trio import ClaudeAgentRunner, RunConfig, run_epic
+from bmad_trio import ClaudeAgentRunner, run_epic
 from bmad_trio.testing import (
     ApiRequest,
     BmadActor,
@@ -71,16 +72,7 @@ async def test_a_worker_stopped_mid_session_leaves_its_story_to_another_without_
 ) -> None:
     project, epic, remote = project_with_remote(tmp_path, stories=1)
     start = git(project, "rev-parse", "HEAD")
-    config = RunConfig(
-        epic=epic,
-        project=project,
-        skip_gates=True,
-        finish="branch",
-        engine="dbos",
-        database=pg_database,
-        session_timeout=180.0,
-        idle_timeout=120.0,
-    )
+    config = engine_config(project, epic, pg_database)
     stall = StallFirstDev()
     scenario = Scenario(responders=(stall, BmadActor()), default=Reply.text("OK"))
     root = tmp_path / "workers"
@@ -130,16 +122,7 @@ async def test_a_worker_that_cannot_reach_the_remote_hands_its_story_to_another(
     tmp_path: Path, pg_database: str, cluster: ExitStack
 ) -> None:
     project, epic, remote = project_with_remote(tmp_path, stories=1)
-    config = RunConfig(
-        epic=epic,
-        project=project,
-        skip_gates=True,
-        finish="branch",
-        engine="dbos",
-        database=pg_database,
-        session_timeout=180.0,
-        idle_timeout=120.0,
-    )
+    config = engine_config(project, epic, pg_database)
     # w1 reaches the remote through a link that goes away once it has cloned.
     link = tmp_path / "link.git"
     link.symlink_to(remote)
@@ -203,16 +186,7 @@ async def test_a_phase_whose_branch_moved_meanwhile_is_dropped_and_the_cycle_goe
 ) -> None:
     project, epic, remote = project_with_remote(tmp_path, stories=1)
     start = git(project, "rev-parse", "HEAD")
-    config = RunConfig(
-        epic=epic,
-        project=project,
-        skip_gates=True,
-        finish="branch",
-        engine="dbos",
-        database=pg_database,
-        session_timeout=180.0,
-        idle_timeout=120.0,
-    )
+    config = engine_config(project, epic, pg_database)
     other = PushBehindTheWorkersBack(remote, tmp_path / "other")
     scenario = Scenario(responders=(other, BmadActor()), default=Reply.text("OK"))
     async with FakeAnthropicAPI(scenario) as api:
